@@ -1,0 +1,1 @@
+"""Everything around the PTalker network: mesh and audio IO, metrics, rendering, checkpoints."""
