@@ -1,0 +1,42 @@
+"""Atomic file writes: write to a hidden temp file beside the target, then rename into place,
+so an interrupted run never leaves a truncated output behind."""
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path to write; on success it replaces `path`, on error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        np.save(tmp, array)
+
+
+def save_pickle(path: str | os.PathLike, obj) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        pickle.dump(obj, f)
+
+
+def save_wav(path: str | os.PathLike, speech: np.ndarray, sample_rate: int) -> None:
+    import soundfile
+
+    with atomic_path(path) as tmp:
+        soundfile.write(tmp, np.asarray(speech), sample_rate, format="WAV")
