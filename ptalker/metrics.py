@@ -1,0 +1,403 @@
+"""Evaluation metrics of speech-driven face animation, with CodeTalker's definitions.
+
+All vertex arrays are absolute positions. Per frame t and vertex v, `d(t, v)` is the squared
+distance sum_xyz (gt - pred)^2 (no square root), as in the reference evaluation.
+
+- LVE: per frame, the max of d over the lip vertices; averaged over all frames of all sequences.
+- FDD: per sequence, `dyn = mean over upper-face vertices of std over time of sum_xyz motion^2`
+  with `motion = vertices - template`; FDD = dyn_gt - dyn_pred (signed), averaged over sequences.
+- MVE: per frame, the mean Euclidean distance over all vertices; averaged over all frames.
+
+`score_result_folder` scores a folder of predictions; `report` turns the scores into the table that
+every entry point prints, so main.py's test phase and `evaluate.py` show the same numbers.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .datasets import DatasetPreset
+from .errors import UserError
+from .fileio import atomic_path
+from .mesh import load_templates
+
+CONDITION_SEP = "_condition_"
+
+
+# ----------------------------------------------------------------------------- per-sequence metrics
+
+def _as_frames(vertices) -> np.ndarray:
+    """(T, V, 3) or (T, V*3) -> (T, V, 3) float64 (float64 so pooled means do not drift)."""
+    array = np.asarray(vertices, dtype=np.float64)
+    if array.ndim == 2 and array.shape[1] % 3 == 0:
+        array = array.reshape(array.shape[0], -1, 3)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"expected vertices of shape (T, V, 3) or (T, V*3), got {array.shape}")
+    return array
+
+
+def _check_pair(pred: np.ndarray, gt: np.ndarray) -> None:
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in shape")
+
+
+def lip_vertex_error(pred, gt, lip_ids) -> np.ndarray:
+    """Per-frame lip error: pred, gt (T, V, 3), lip_ids (L,) -> (T,) max over lips of d(t, v).
+
+    LVE of a test set is the mean of these values over all frames of all sequences pooled.
+    """
+    ids = np.asarray(lip_ids, dtype=np.int64)
+    pred, gt = _as_frames(pred), _as_frames(gt)
+    _check_pair(pred, gt)
+    return np.square(gt[:, ids] - pred[:, ids]).sum(axis=2).max(axis=1)
+
+
+def upper_face_dynamics(motion, ids=None) -> float:
+    """motion (T, V, 3) = vertices - template, ids (U,) or None for all -> mean over those
+    vertices of the std over time of sum_xyz motion^2 (population std, ddof=0, like the
+    reference's np.std)."""
+    motion = _as_frames(motion)
+    if ids is not None:
+        motion = motion[:, np.asarray(ids, dtype=np.int64)]
+    return float(np.square(motion).sum(axis=2).std(axis=0).mean())
+
+
+def upper_face_dynamics_deviation(pred, gt, template, ids) -> float:
+    """pred, gt (T, V, 3), template (V, 3), ids (U,) -> dyn_gt - dyn_pred for one sequence.
+
+    Positive when the prediction moves the upper face less than the ground truth.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    pred, gt = _as_frames(pred), _as_frames(gt)
+    _check_pair(pred, gt)
+    # Slice before subtracting: full-mesh motion arrays are large for BIWI-sized meshes.
+    template = np.asarray(template, dtype=np.float64).reshape(-1, 3)[ids]
+    return upper_face_dynamics(gt[:, ids] - template) - upper_face_dynamics(pred[:, ids] - template)
+
+
+def mean_vertex_error(pred, gt) -> np.ndarray:
+    """pred, gt (T, V, 3) -> (T,) mean over all vertices of the Euclidean distance."""
+    pred, gt = _as_frames(pred), _as_frames(gt)
+    _check_pair(pred, gt)
+    return np.linalg.norm(gt - pred, axis=2).mean(axis=1)
+
+
+# ----------------------------------------------------------------------------- region masks
+
+@dataclass(frozen=True)
+class RegionMasks:
+    """Vertex ids (unique, sorted int64 arrays) of the lips (LVE) and of the upper face (FDD)."""
+    lips: np.ndarray
+    upper_face: np.ndarray
+
+    def validate(self, num_vertices: int) -> None:
+        for label, ids in (("lip", self.lips), ("upper-face", self.upper_face)):
+            if ids.size and ids.max() >= num_vertices:
+                raise UserError(f"{label} mask holds vertex id {int(ids.max())} but the meshes have "
+                                f"{num_vertices} vertices: the mask belongs to another topology")
+
+
+def _read_ids_text(path: Path) -> np.ndarray:
+    tokens = path.read_text().replace(",", " ").split()
+    try:
+        return np.array([int(token) for token in tokens], dtype=np.int64)
+    except ValueError as exc:
+        raise UserError(f"mask file {path} must hold integer vertex ids separated by commas "
+                        f"or whitespace: {exc}") from exc
+
+
+def _read_ids_pickle(path: Path, regions: str) -> np.ndarray:
+    try:
+        with open(path, "rb") as f:
+            table = pickle.load(f, encoding="latin1")  # FLAME's masks are a Python 2 pickle
+    except Exception as exc:  # pickle raises many types for corrupt files
+        raise UserError(f"cannot read mask pickle {path}: {exc}") from exc
+    if not isinstance(table, dict):
+        raise UserError(f"mask pickle {path} must hold a dict {{region: vertex ids}}")
+    names = [name for name in regions.split("+") if name]
+    missing = [name for name in names if name not in table]
+    if not names or missing:
+        raise UserError(f"mask pickle {path} has no region {'+'.join(missing) or '(none named)'}; "
+                        f"regions there: {', '.join(sorted(map(str, table)))}")
+    return np.concatenate([np.asarray(table[name], dtype=np.int64).ravel() for name in names])
+
+
+def _load_mask(dataset_dir: Path, spec: str, what: str, mask_source: str) -> np.ndarray:
+    file_part, sep, regions = spec.rpartition(":")
+    is_pickle = bool(sep) and file_part.lower().endswith(".pkl")
+    if not is_pickle:
+        file_part = spec
+        if spec.lower().endswith(".pkl"):
+            raise UserError(f"{what} mask {spec!r} names a pickle but no region: "
+                            f"write FILE.pkl:region[+region]")
+    path = Path(file_part).expanduser()
+    if not path.is_absolute():
+        path = dataset_dir / path
+    if not path.is_file():
+        source = mask_source or "region ids come with the dataset's evaluation protocol"
+        raise UserError(f"{what} mask file not found: {path}. {source}; place it there or pass "
+                        f"its path with --{what.replace('-', '_')}_mask")
+    ids = _read_ids_pickle(path, regions) if is_pickle else _read_ids_text(path)
+    if ids.size == 0:
+        raise UserError(f"{what} mask {spec!r} ({path}) holds no vertex ids")
+    if ids.min() < 0:
+        raise UserError(f"{what} mask {spec!r} ({path}) holds a negative vertex id {int(ids.min())}")
+    # Duplicates would weight a vertex twice in FDD's mean; a region is a set.
+    return np.unique(ids)
+
+
+def load_region_masks(dataset_dir: str | os.PathLike, lip_mask: str = "regions/lve.txt",
+                      upper_face_mask: str = "regions/fdd.txt", mask_source: str = "") -> RegionMasks:
+    """Masks from spec strings, paths relative to `dataset_dir` unless absolute.
+
+    A spec is a text file of ids (`regions/lve.txt`, comma/whitespace separated) or a pickle of id
+    arrays with the regions to unite (`FLAME_masks.pkl:forehead+eye_region`). `mask_source` says
+    where to obtain a missing file, for the error message.
+    """
+    folder = Path(dataset_dir)
+    return RegionMasks(lips=_load_mask(folder, lip_mask, "lip", mask_source),
+                       upper_face=_load_mask(folder, upper_face_mask, "upper-face", mask_source))
+
+
+# ----------------------------------------------------------------------------- scores
+
+@dataclass(frozen=True)
+class SequenceScore:
+    """One prediction file. `lve`/`mve` are means over its scored frames; `gt_frames` is the
+    ground-truth length after the capture stride (larger than `frames` for a short prediction)."""
+    name: str
+    condition: str
+    frames: int
+    gt_frames: int
+    lve: float
+    fdd: float
+    mve: float
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """LVE and MVE pooled over all frames; FDD averaged over sequences."""
+    sequences: int
+    frames: int
+    lve: float
+    fdd: float
+    mve: float
+
+
+def aggregate(rows: list[SequenceScore] | tuple[SequenceScore, ...]) -> Aggregate:
+    frames = np.array([row.frames for row in rows], dtype=np.float64)
+    lve = np.array([row.lve for row in rows])
+    mve = np.array([row.mve for row in rows])
+    return Aggregate(sequences=len(rows), frames=int(frames.sum()),
+                     lve=float((lve * frames).sum() / frames.sum()),
+                     fdd=float(np.mean([row.fdd for row in rows])),
+                     mve=float((mve * frames).sum() / frames.sum()))
+
+
+@dataclass(frozen=True)
+class Scores:
+    rows: tuple[SequenceScore, ...]
+    overall: Aggregate
+    by_condition: dict[str, Aggregate]
+
+    @classmethod
+    def from_rows(cls, rows: list[SequenceScore]) -> "Scores":
+        conditions = sorted({row.condition for row in rows})
+        return cls(rows=tuple(rows), overall=aggregate(rows),
+                   by_condition={c: aggregate([r for r in rows if r.condition == c]) for c in conditions})
+
+    @property
+    def shortened(self) -> tuple[SequenceScore, ...]:
+        """Predictions shorter than their ground truth (scored on the prediction's length)."""
+        return tuple(row for row in self.rows if row.frames < row.gt_frames)
+
+
+def score_sequence(name: str, condition: str, pred, gt, template, masks: RegionMasks) -> SequenceScore:
+    """pred (T, V, 3), gt (T', V, 3), template (V, 3) -> scores on the first min(T, T') frames.
+
+    A longer prediction is cut to the ground truth (the reference protocol); a shorter one cuts the
+    ground truth instead, which `SequenceScore.gt_frames` records.
+    """
+    pred, gt = _as_frames(pred), _as_frames(gt)
+    frames = min(len(pred), len(gt))
+    pred_t, gt_t = pred[:frames], gt[:frames]
+    return SequenceScore(
+        name=name, condition=condition, frames=frames, gt_frames=len(gt),
+        lve=float(lip_vertex_error(pred_t, gt_t, masks.lips).mean()),
+        fdd=upper_face_dynamics_deviation(pred_t, gt_t, template, masks.upper_face),
+        mve=float(mean_vertex_error(pred_t, gt_t).mean()))
+
+
+def split_result_name(stem: str) -> tuple[str, str, str]:
+    """`F2_e37_condition_F3` -> (name `F2_e37`, speaker `F2`, condition `F3`).
+
+    The condition subject may hold underscores, so the split is at the last `_condition_`; a stem
+    without it is the sequence name itself (condition ""). The speaker is the name minus its last
+    `_sentence` part.
+    """
+    name, sep, condition = stem.rpartition(CONDITION_SEP)
+    if not sep:
+        name, condition = stem, ""
+    speaker, sep, _ = name.rpartition("_")
+    if not sep or not speaker:
+        raise UserError(f"cannot tell the speaker from result file {stem}.npy: expected "
+                        f"<speaker>_<sentence>[_condition_<subject>].npy")
+    return name, speaker, condition
+
+
+def _load_vertices(path: Path, what: str, stride: int = 1) -> np.ndarray:
+    """A (frames, V*3) or (frames, V, 3) .npy -> every `stride`-th frame as (T, V, 3) float64."""
+    try:
+        raw = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as exc:  # numpy raises several types for corrupt or pickled files
+        raise UserError(f"cannot read {what} {path}: {exc}") from exc
+    if not (raw.ndim == 2 and raw.shape[1] % 3 == 0) and not (raw.ndim == 3 and raw.shape[2] == 3):
+        raise UserError(f"{what} {path} has shape {raw.shape}; expected (frames, V*3) or (frames, V, 3)")
+    vertices = _as_frames(raw[::stride])
+    if len(vertices) == 0:
+        raise UserError(f"{what} {path} holds no frames")
+    if not np.isfinite(vertices).all():
+        raise UserError(f"{what} {path} holds non-finite values")
+    return vertices
+
+
+def score_result_folder(dataset_dir: str | os.PathLike, result_dir: str | os.PathLike,
+                        masks: RegionMasks, capture_stride: int = 1,
+                        templates_file: str | os.PathLike = "templates.pkl",
+                        vertices_dir: str | os.PathLike = "vertices_npy") -> Scores:
+    """Score every `*.npy` prediction in `result_dir` against `<vertices_dir>/<name>.npy`.
+
+    `templates_file` and `vertices_dir` are relative to `dataset_dir` unless absolute. Ground truth
+    keeps every `capture_stride`-th captured frame, like training does.
+    """
+    dataset_dir, result_dir = Path(dataset_dir), Path(result_dir)
+    if capture_stride < 1:
+        raise UserError(f"capture stride must be >= 1, got {capture_stride}")
+    if not result_dir.is_dir():
+        raise UserError(f"result folder not found: {result_dir}")
+    files = sorted(result_dir.glob("*.npy"))
+    if not files:
+        raise UserError(f"no predictions (*.npy) in {result_dir}")
+    templates = load_templates(dataset_dir / templates_file)
+    gt_dir = dataset_dir / vertices_dir
+    rows = []
+    for file in files:
+        name, speaker, condition = split_result_name(file.stem)
+        gt_path = gt_dir / f"{name}.npy"
+        if not gt_path.is_file():
+            raise UserError(f"no ground truth for {file.name}: {gt_path} is missing")
+        if speaker not in templates:
+            raise UserError(f"no template for speaker {speaker!r} (from {file.name}) in "
+                            f"{dataset_dir / templates_file}")
+        gt = _load_vertices(gt_path, "ground truth", capture_stride)
+        pred = _load_vertices(file, "prediction")
+        template = templates[speaker]
+        if pred.shape[1] != gt.shape[1]:
+            raise UserError(f"prediction {file} has {pred.shape[1]} vertices per frame but its ground "
+                            f"truth {gt_path} has {gt.shape[1]}")
+        if template.shape[0] != gt.shape[1]:
+            raise UserError(f"template of {speaker!r} has {template.shape[0]} vertices but the ground "
+                            f"truth {gt_path} has {gt.shape[1]}")
+        masks.validate(gt.shape[1])
+        rows.append(score_sequence(name, condition, pred, gt, template, masks))
+    return Scores.from_rows(rows)
+
+
+def evaluate_preset(preset: DatasetPreset, result_dir: str | os.PathLike,
+                    vertices_dir: str | os.PathLike = "vertices_npy",
+                    templates_file: str | os.PathLike = "templates.pkl",
+                    lip_mask: str | None = None, upper_face_mask: str | None = None) -> Scores:
+    """Score `result_dir` with a dataset preset's masks and capture stride (masks overridable)."""
+    if not preset.folder.is_dir():
+        raise UserError(f"dataset folder not found: {preset.folder}")
+    masks = load_region_masks(preset.folder, lip_mask=lip_mask or preset.lip_mask,
+                              upper_face_mask=upper_face_mask or preset.upper_face_mask,
+                              mask_source=preset.mask_source)
+    return score_result_folder(preset.folder, result_dir, masks, preset.capture_stride,
+                               templates_file=templates_file, vertices_dir=vertices_dir)
+
+
+# ----------------------------------------------------------------------------- reporting
+
+@dataclass(frozen=True)
+class Units:
+    """Decimal exponents the printed values are scaled by: a value v shows as v / 10**exponent."""
+    lve: int
+    fdd: int
+    mve: int
+
+    def label(self, metric: str) -> str:
+        return f"{metric.upper()} (x1e{getattr(self, metric)})"
+
+
+# BIWI and VOCASET units are the ones the literature reports (VOCASET FDD varies; x1e-7 is common).
+PRESET_UNITS = {"biwi": Units(lve=-4, fdd=-5, mve=-3), "vocaset": Units(lve=-5, fdd=-7, mve=-3)}
+
+
+def _exponent(value: float) -> int:
+    return int(math.floor(math.log10(abs(value)))) if math.isfinite(value) and value != 0 else 0
+
+
+def metric_units(dataset_name: str, scores: Scores | None = None) -> Units:
+    """The literature's units for BIWI / VOCASET; for other datasets, the power of ten of each
+    overall value (so it prints as 1.xxxx-9.xxxx), or plain units without scores."""
+    known = PRESET_UNITS.get(dataset_name.lower())
+    if known is not None:
+        return known
+    if scores is None:
+        return Units(0, 0, 0)
+    overall = scores.overall
+    return Units(_exponent(overall.lve), _exponent(overall.fdd), _exponent(overall.mve))
+
+
+def format_table(scores: Scores, units: Units, per_sequence: bool = False) -> str:
+    """A printable table: optionally one row per sequence, one per condition (when there are
+    several), and the overall row; units in the header; short predictions listed below."""
+    entries: list[tuple[str, int, float, float, float]] = []
+    if per_sequence:
+        entries += [(f"{r.name} [{r.condition}]" if r.condition else r.name, r.frames, r.lve, r.fdd, r.mve)
+                    for r in scores.rows]
+    if len(scores.by_condition) > 1:
+        entries += [(f"condition {c or '(none)'} ({a.sequences} seq)", a.frames, a.lve, a.fdd, a.mve)
+                    for c, a in scores.by_condition.items()]
+    overall = scores.overall
+    entries.append((f"all ({overall.sequences} seq)", overall.frames, overall.lve, overall.fdd, overall.mve))
+
+    width = max(len(entry[0]) for entry in entries)
+    labels = [units.label(metric) for metric in ("lve", "fdd", "mve")]
+    lines = [f"{'':<{width}}  {'frames':>7}  " + "  ".join(f"{label:>13}" for label in labels)]
+    for label, frames, lve, fdd, mve in entries:
+        values = (lve / 10.0 ** units.lve, fdd / 10.0 ** units.fdd, mve / 10.0 ** units.mve)
+        lines.append(f"{label:<{width}}  {frames:>7d}  " + "  ".join(f"{v:>13.4f}" for v in values))
+    lines.append("LVE: max squared lip-vertex distance, mean over all frames; FDD: dyn_gt - dyn_pred "
+                 "(signed), mean over sequences; MVE: mean vertex distance, mean over all frames")
+    short = scores.shortened
+    if short:
+        shown = 5  # the CSV has them all (frames < gt_frames)
+        listed = ", ".join(f"{r.name}{CONDITION_SEP}{r.condition}" if r.condition else r.name
+                           for r in short[:shown])
+        more = f" and {len(short) - shown} more" if len(short) > shown else ""
+        lines.append(f"{len(short)} prediction(s) shorter than the ground truth, scored on their own "
+                     f"length: {listed}{more}")
+    return "\n".join(lines)
+
+
+def report(scores: Scores, dataset_name: str, per_sequence: bool = False) -> str:
+    """The table every entry point prints, in the dataset's units."""
+    return format_table(scores, metric_units(dataset_name, scores), per_sequence=per_sequence)
+
+
+def write_csv(scores: Scores, path: str | os.PathLike) -> None:
+    """Per-sequence values (unscaled) as CSV, written atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["name", "condition", "frames", "gt_frames", "lve", "fdd", "mve"])
+        for r in scores.rows:
+            writer.writerow([r.name, r.condition, r.frames, r.gt_frames,
+                             repr(r.lve), repr(r.fdd), repr(r.mve)])
