@@ -1,0 +1,255 @@
+"""Building blocks: periodic positional encoding, the biased causal and alignment masks, attention
+with a key/value cache, causal convolutions, the graph attention layer and gradient reversal.
+
+Every sequence layer takes `t0`, the absolute index of its first input frame, and an optional
+`cache` (a dict it owns), so the same code runs a whole sequence at once or one frame at a time.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+# --------------------------------------------------------------------------- positions and masks
+
+def periodic_encoding(dim: int, period: int) -> torch.Tensor:
+    """Sinusoids over one period -> (period, dim); frame t uses row t mod period."""
+    position = torch.arange(period, dtype=torch.float32).unsqueeze(1)
+    div = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(period, dim)
+    table[:, 0::2] = torch.sin(position * div)
+    table[:, 1::2] = torch.cos(position * div)[:, : dim // 2]
+    return table
+
+
+class PeriodicPositionalEncoding(nn.Module):
+    """Adds the periodic sinusoid table along time; no length limit."""
+
+    def __init__(self, dim: int, period: int, dropout: float):
+        super().__init__()
+        self.period = period
+        self.register_buffer("table", periodic_encoding(dim, period), persistent=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, t0: int = 0) -> torch.Tensor:
+        """x (B, T, D) -> (B, T, D), frame i at absolute position t0 + i."""
+        index = torch.arange(t0, t0 + x.shape[1], device=x.device) % self.period
+        return self.dropout(x + self.table[index])
+
+
+def alibi_slopes(heads: int) -> torch.Tensor:
+    """Geometric head slopes 2^(-8h/n), h = 1..n (4 heads: 1/4, 1/16, 1/64, 1/256)."""
+    return torch.tensor([2.0 ** (-8.0 * (h + 1) / heads) for h in range(heads)])
+
+
+def periodic_causal_bias(slopes: torch.Tensor, queries: int, keys: int, period: int,
+                         t0: int = 0) -> torch.Tensor:
+    """Biased causal mask -> (H, queries, keys): -m_h * floor((i - j) / p) for key j <= query i,
+    -inf for future keys. Queries sit at absolute positions t0 .. t0+queries-1, keys at 0 .. keys-1."""
+    i = torch.arange(t0, t0 + queries, device=slopes.device).unsqueeze(1)
+    j = torch.arange(keys, device=slopes.device).unsqueeze(0)
+    distance = torch.div(i - j, period, rounding_mode="floor").to(slopes.dtype)
+    bias = -slopes.view(-1, 1, 1) * distance
+    return bias.masked_fill((j > i).unsqueeze(0), float("-inf"))
+
+
+def alignment_mask(frames: int, audio_frames: int, ratio: int) -> torch.Tensor:
+    """Boolean (frames, audio_frames), True where allowed: frame t sees audio ratio*t .. ratio*t+ratio-1
+    (VOCASET: t -> t; BIWI: t -> 2t, 2t+1)."""
+    t = torch.arange(frames).unsqueeze(1)
+    s = torch.arange(audio_frames).unsqueeze(0)
+    return (s >= ratio * t) & (s < ratio * (t + 1))
+
+
+def causal_mean(x: torch.Tensor, running: dict | None = None) -> torch.Tensor:
+    """Mean over time up to and including each frame: x (B, T, D) -> (B, T, D).
+
+    With `running` (a dict holding 'sum' and 'count'), continues the mean of earlier calls."""
+    total = x.cumsum(dim=1)
+    count = torch.arange(1, x.shape[1] + 1, device=x.device, dtype=x.dtype).view(1, -1, 1)
+    if running is not None:
+        if "sum" in running:
+            total = total + running["sum"]
+            count = count + running["count"]
+        running["sum"] = total[:, -1:]
+        running["count"] = count[:, -1:]
+    return total / count
+
+
+# --------------------------------------------------------------------------- attention
+
+class BiasedSelfAttention(nn.Module):
+    """Multi-head causal self-attention with the periodic ALiBi bias; caches keys and values."""
+
+    def __init__(self, dim: int, heads: int, period: int, dropout: float):
+        super().__init__()
+        self.heads, self.period, self.dropout = heads, period, dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.register_buffer("slopes", alibi_slopes(heads), persistent=False)
+
+    def forward(self, x: torch.Tensor, t0: int = 0, cache: dict | None = None) -> torch.Tensor:
+        """x (B, T, D) -> (B, T, D)."""
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        if cache is not None:
+            if "k" in cache:
+                k = torch.cat([cache["k"], k], dim=2)
+                v = torch.cat([cache["v"], v], dim=2)
+            cache["k"], cache["v"] = k, v
+        bias = periodic_causal_bias(self.slopes, T, k.shape[2], self.period, t0=k.shape[2] - T)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(B, T, D))
+
+
+class AlignedCrossAttention(nn.Module):
+    """Attention from motion frames to audio frames (the temporal alignment).
+
+    Aligned: frame t attends only its `ratio` audio frames, computed by gathering those keys, so the
+    cost is linear in length and equal to full attention under `alignment_mask`. Unaligned (an
+    ablation): every frame attends every audio frame."""
+
+    def __init__(self, dim: int, heads: int, ratio: int, aligned: bool, dropout: float):
+        super().__init__()
+        self.heads, self.ratio, self.aligned, self.dropout = heads, ratio, aligned, dropout
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def project_memory(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """memory (B, S, D) -> keys, values (B, H, S, D/H); computed once per sequence."""
+        B, S, D = memory.shape
+        k, v = self.kv(memory).view(B, S, 2, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def forward(self, x: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor],
+                t0: int = 0) -> torch.Tensor:
+        """x (B, T, D), memory keys/values (B, H, S, D/H) -> (B, T, D)."""
+        B, T, D = x.shape
+        q = self.q(x).view(B, T, self.heads, D // self.heads).transpose(1, 2)   # (B, H, T, d)
+        k, v = memory_kv
+        if self.aligned:
+            r = self.ratio
+            k = k[:, :, r * t0: r * (t0 + T)].reshape(B, self.heads, T, r, -1)
+            v = v[:, :, r * t0: r * (t0 + T)].reshape(B, self.heads, T, r, -1)
+            scores = torch.einsum("bhtd,bhtrd->bhtr", q, k) / math.sqrt(q.shape[-1])
+            weights = F.dropout(scores.softmax(-1), self.dropout, self.training)
+            y = torch.einsum("bhtr,bhtrd->bhtd", weights, v)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(B, T, D))
+
+
+class FeedForward(nn.Sequential):
+    def __init__(self, dim: int, hidden: int, dropout: float):
+        super().__init__(nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
+
+
+class TransformerBlock(nn.Module):
+    """Post-norm transformer layer (as torch.nn.Transformer*Layer): biased causal self-attention,
+    optional aligned cross-attention to audio, feed-forward."""
+
+    def __init__(self, dim: int, heads: int, ff: int, period: int, dropout: float,
+                 cross_ratio: int | None = None, aligned: bool = True):
+        super().__init__()
+        self.self_attn = BiasedSelfAttention(dim, heads, period, dropout)
+        self.norm1 = nn.LayerNorm(dim)
+        self.cross_attn = None
+        if cross_ratio is not None:
+            self.cross_attn = AlignedCrossAttention(dim, heads, cross_ratio, aligned, dropout)
+            self.norm2 = nn.LayerNorm(dim)
+        self.ff = FeedForward(dim, ff, dropout)
+        self.norm3 = nn.LayerNorm(dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, t0: int = 0, cache: dict | None = None,
+                memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """x (B, T, D) -> (B, T, D)."""
+        x = self.norm1(x + self.drop(self.self_attn(x, t0, cache)))
+        if self.cross_attn is not None:
+            x = self.norm2(x + self.drop(self.cross_attn(x, memory_kv, t0)))
+        return self.norm3(x + self.drop(self.ff(x)))
+
+
+# --------------------------------------------------------------------------- convolution
+
+class CausalConvBlock(nn.Module):
+    """Conv1d(k=3, no bias) over past frames only -> per-frame LayerNorm -> ReLU.
+
+    The public code normalises with InstanceNorm over time, which lets later frames change earlier
+    ones; a per-frame LayerNorm keeps the encoder causal (non-affine for content, affine for style)."""
+
+    def __init__(self, dim: int, affine: bool, kernel: int = 3):
+        super().__init__()
+        self.kernel = kernel
+        self.conv = nn.Conv1d(dim, dim, kernel, bias=False)
+        self.norm = nn.LayerNorm(dim, elementwise_affine=affine)
+
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        """x (B, T, D) -> (B, T, D); `cache['past']` holds the last kernel-1 inputs."""
+        x = x.transpose(1, 2)
+        if cache is not None and "past" in cache:
+            past = cache["past"]
+        else:
+            past = x.new_zeros(x.shape[0], x.shape[1], self.kernel - 1)
+        x = torch.cat([past, x], dim=2)
+        if cache is not None:
+            cache["past"] = x[:, :, -(self.kernel - 1):]
+        return F.relu(self.norm(self.conv(x).transpose(1, 2)))
+
+
+# --------------------------------------------------------------------------- graph attention
+
+class GraphAttention(nn.Module):
+    """One multi-head graph attention layer (GAT) over a fixed graph.
+
+    `edges` (2, E) lists source -> destination pairs and should include self loops; each vertex
+    attends over its incoming edges with softmax(LeakyReLU(a_src . W h_i + a_dst . W h_j))."""
+
+    def __init__(self, in_dim: int, out_dim: int, heads: int, concat: bool = True):
+        super().__init__()
+        self.heads, self.out_dim, self.concat = heads, out_dim, concat
+        self.lin = nn.Linear(in_dim, heads * out_dim, bias=False)
+        self.att_src = nn.Parameter(torch.empty(heads, out_dim))
+        self.att_dst = nn.Parameter(torch.empty(heads, out_dim))
+        self.bias = nn.Parameter(torch.zeros(heads * out_dim if concat else out_dim))
+        nn.init.xavier_uniform_(self.att_src)
+        nn.init.xavier_uniform_(self.att_dst)
+
+    def forward(self, x: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+        """x (N, V, in) -> (N, V, H*out) when concatenating heads, else (N, V, out)."""
+        N, V, _ = x.shape
+        src, dst = edges[0], edges[1]
+        h = self.lin(x).view(N, V, self.heads, self.out_dim)
+        logits = F.leaky_relu((h * self.att_src).sum(-1)[:, src] + (h * self.att_dst).sum(-1)[:, dst], 0.2)
+        with torch.no_grad():  # any per-destination shift leaves the softmax unchanged
+            shift = torch.full((N, V, self.heads), float("-inf"), dtype=x.dtype, device=x.device)
+            shift = shift.scatter_reduce(1, dst.view(1, -1, 1).expand_as(logits), logits, "amax")
+        weights = (logits - shift[:, dst]).exp()
+        denom = torch.zeros(N, V, self.heads, dtype=x.dtype, device=x.device).index_add_(1, dst, weights)
+        alpha = weights / denom[:, dst]
+        out = torch.zeros_like(h).index_add_(1, dst, alpha.unsqueeze(-1) * h[:, src])
+        out = out.reshape(N, V, -1) if self.concat else out.mean(dim=2)
+        return out + self.bias
+
+
+# --------------------------------------------------------------------------- adversarial
+
+class _ReverseGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, alpha):
+        ctx.alpha = alpha
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.alpha * grad, None
+
+
+def reverse_gradient(x: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """Identity forward; multiplies the gradient by -alpha backward (domain-adversarial training)."""
+    return _ReverseGradient.apply(x, alpha)

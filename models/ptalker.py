@@ -1,0 +1,173 @@
+"""PTalker: speech -> per-frame vertex offsets on a template, personalised by style.
+
+Data flow (B batch, T motion frames, r audio steps per frame, F feature_dim, V vertices):
+
+  audio (B, S) ─ SpeechEncoder ─► features (B, rT, H) ─┬─ Linear ─► audio content (B, rT, F) ─► decoder memory
+                                                       └─ AudioStyleEncoder ─► audio style (B, T, F)
+  previous offsets (B, T, V*3) ─ SpatialEncoder (GAT) ─► motion embedding (B, T, F) (start token first)
+      ├─ content MotionEncoder ─► motion content (B, T, F)
+      └─ style MotionEncoder ─► per-frame style ─ running mean ─► motion style (B, T, F)
+  speaker one-hot ─ IdentityStyleEncoder ─► identity style (B, F)
+  decoder input = content + identity + audio style + motion style ─► PPE ─► N x [biased causal
+  self-attention, aligned cross-attention to audio, feed-forward] ─► Linear (zero init) ─► offsets
+
+Everything after the speech encoder is causal in time, so teacher-forced training, full
+recomputation and cached one-frame-at-a-time generation give the same frames.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .audio import SpeechEncoder
+from .config import PTalkerConfig
+from .encoders import AudioStyleEncoder, IdentityStyleEncoder, MotionEncoder, SpatialEncoder
+from .layers import PeriodicPositionalEncoding, TransformerBlock, causal_mean, reverse_gradient
+
+
+@dataclass
+class AudioContext:
+    """Everything the decoder needs from the speech, computed once per sequence."""
+    content: torch.Tensor               # (B, rT, F)
+    frame_styles: torch.Tensor | None   # (B, rT, style_dim)
+    style: torch.Tensor | None          # (B, T, F) decoder-side audio style per frame
+    memory_kv: list                     # per decoder layer: keys, values (B, H, rT, F/H)
+
+
+class PTalker(nn.Module):
+    def __init__(self, config: PTalkerConfig, speech_model: nn.Module, edges: torch.Tensor | None = None):
+        super().__init__()
+        c = self.config = config
+        config.audio_hidden = speech_model.config.hidden_size
+        F_, r = c.feature_dim, c.audio_frames_per_frame
+        if c.use_spatial and edges is None:
+            raise ValueError("the spatial encoder needs the template mesh's edges")
+        self.audio = SpeechEncoder(speech_model, r)
+        self.audio_content = nn.Linear(c.audio_hidden, F_)
+        self.identity = IdentityStyleEncoder(c.n_subjects, F_)
+        self.spatial = SpatialEncoder(c.num_vertices, F_, edges if c.use_spatial else None,
+                                      c.gat_dim, c.gat_heads, c.gat_chunk)
+        self.start = nn.Parameter(torch.randn(1, 1, F_) * 0.02)
+        self.content_encoder = MotionEncoder(F_, c.motion_conv_layers, c.motion_layers, c.motion_heads,
+                                             c.period, c.dropout, affine=False) if c.use_motion_encoder else None
+        if c.use_style:
+            self.audio_style = AudioStyleEncoder(c.audio_hidden, c.style_dim, F_, c.dropout)
+            self.style_encoder = MotionEncoder(F_, c.motion_conv_layers, c.motion_layers, c.motion_heads,
+                                               c.period, c.dropout, affine=True)
+            self.speaker_classifier = nn.Linear(F_, c.n_subjects)   # adversary on audio content
+        # learnable temperature of the top-k contrast, stored as a log scale (init 1/0.07)
+        self.contrast_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.ppe = PeriodicPositionalEncoding(F_, c.period, c.dropout)
+        self.decoder = nn.ModuleList([
+            TransformerBlock(F_, c.decoder_heads, 2 * F_, c.period, c.dropout, cross_ratio=r,
+                             aligned=c.use_alignment_mask) for _ in range(c.decoder_layers)])
+        self.head = nn.Linear(F_, c.vertice_dim)
+        nn.init.zeros_(self.head.weight)   # start from the template: zero offsets
+        nn.init.zeros_(self.head.bias)
+
+    # ------------------------------------------------------------------ shared pieces
+
+    def encode_audio(self, audio: torch.Tensor, frames: int,
+                     audio_lengths: torch.Tensor | None = None,
+                     frame_lengths: torch.Tensor | None = None) -> AudioContext:
+        """audio (B, S) -> AudioContext for `frames` motion frames. With lengths (B,), each clip is
+        encoded on its own samples (the speech transformer is bidirectional) and zero-padded."""
+        r = self.config.audio_frames_per_frame
+        if audio_lengths is None:
+            features = self.audio(audio, frames)
+        else:
+            features = audio.new_zeros(audio.shape[0], r * frames, self.config.audio_hidden)
+            for i, (s, t) in enumerate(zip(audio_lengths.tolist(), frame_lengths.tolist())):
+                features[i, : r * t] = self.audio(audio[i: i + 1, :s], t)[0]
+        content = self.audio_content(features)
+        style, frame_styles = self.audio_style(features, r) if self.config.use_style else (None, None)
+        memory_kv = [block.cross_attn.project_memory(content) for block in self.decoder]
+        return AudioContext(content, frame_styles, style, memory_kv)
+
+    def reference_style(self, reference: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
+        """Motion style of a reference clip: reference (B, Tr, V*3) absolute vertices -> (B, 1, F)."""
+        embedded = self.spatial(reference - template.unsqueeze(1), template)
+        return self.style_encoder(embedded).mean(dim=1, keepdim=True)
+
+    def _decode(self, motion: torch.Tensor, ctx: AudioContext, identity: torch.Tensor | None,
+                t0: int = 0, cache: dict | None = None, fixed_style: torch.Tensor | None = None):
+        """Motion embeddings of frames t0..t0+T-1 (B, T, F) -> (offsets (B, T, V*3), content, style frames).
+
+        `cache` carries keys/values, convolution pasts and the running style mean between calls."""
+        T = motion.shape[1]
+        caches = cache.setdefault("decoder", [{} for _ in self.decoder]) if cache is not None \
+            else [None] * len(self.decoder)
+        content = self.content_encoder(motion, t0, None if cache is None else cache.setdefault("content", {})) \
+            if self.content_encoder is not None else motion
+        x, style_frames = content, None
+        if identity is not None:
+            x = x + identity.unsqueeze(1)
+        if self.config.use_style:
+            x = x + ctx.style[:, t0: t0 + T]
+            if fixed_style is not None:
+                x = x + fixed_style
+            else:
+                style_frames = self.style_encoder(motion, t0, None if cache is None else cache.setdefault("style", {}))
+                x = x + causal_mean(style_frames, None if cache is None else cache.setdefault("style_mean", {}))
+        x = self.ppe(x, t0)
+        for block, kv, c in zip(self.decoder, ctx.memory_kv, caches):
+            x = block(x, t0, c, kv)
+        return self.head(x), content, style_frames
+
+    def _identity(self, one_hot: torch.Tensor | None) -> torch.Tensor | None:
+        return None if one_hot is None else self.identity(one_hot)
+
+    # ------------------------------------------------------------------ training
+
+    def forward(self, audio: torch.Tensor, vertices: torch.Tensor, template: torch.Tensor,
+                one_hot: torch.Tensor | None, audio_lengths: torch.Tensor | None = None,
+                frame_lengths: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Teacher-forced pass. audio (B, S), vertices (B, T, V*3), template (B, V*3),
+        one_hot (B, n_subjects) or None -> dict with `vertices` (B, T, V*3) and the features the
+        losses use."""
+        B, T, _ = vertices.shape
+        ctx = self.encode_audio(audio, T, audio_lengths, frame_lengths)
+        offsets = vertices - template.unsqueeze(1)
+        motion = torch.cat([self.start.expand(B, 1, -1), self.spatial(offsets[:, :-1], template)], dim=1)
+        predicted, content, style_frames = self._decode(motion, ctx, self._identity(one_hot))
+        out = {"vertices": predicted + template.unsqueeze(1), "audio_content": ctx.content,
+               "motion_content": content}
+        if self.config.use_style:
+            pooled = ctx.content.mean(dim=1) if frame_lengths is None else torch.stack(
+                [ctx.content[i, : self.config.audio_frames_per_frame * t].mean(0)
+                 for i, t in enumerate(frame_lengths.tolist())])
+            out.update(audio_frame_styles=ctx.frame_styles, motion_style=style_frames,
+                       speaker_logits=self.speaker_classifier(reverse_gradient(pooled)))
+        return out
+
+    # ------------------------------------------------------------------ inference
+
+    @torch.no_grad()
+    def generate(self, audio: torch.Tensor, template: torch.Tensor, one_hot: torch.Tensor | None = None,
+                 reference: torch.Tensor | None = None, frames: int | None = None,
+                 use_cache: bool = True) -> torch.Tensor:
+        """Autoregressive animation. audio (B, S) at 16 kHz, template (B, V*3) -> vertices (B, T, V*3).
+
+        Modes by which style sources are given: a seen speaker (`one_hot`), an unseen one (None), and
+        style from a reference motion clip (`reference` (B, Tr, V*3), replacing the style the model
+        would otherwise estimate from its own generated motion). `use_cache=False` recomputes every
+        encoder and the decoder over the whole prefix at each frame: the slow reference path."""
+        B = audio.shape[0]
+        if frames is None:
+            frames = max(1, round(audio.shape[1] / 16000 * self.config.fps))
+        ctx = self.encode_audio(audio, frames)
+        identity = self._identity(one_hot)
+        fixed = self.reference_style(reference, template) if reference is not None and self.config.use_style else None
+        cache = {} if use_cache else None
+        motion, outputs = [self.start.expand(B, 1, -1)], []
+        for t in range(frames):
+            if use_cache:
+                step = self._decode(motion[-1], ctx, identity, t, cache, fixed)[0]
+            else:
+                step = self._decode(torch.cat(motion, dim=1), ctx, identity, 0, None, fixed)[0][:, -1:]
+            outputs.append(step)
+            motion.append(self.spatial(step, template))
+        return torch.cat(outputs, dim=1) + template.unsqueeze(1)
