@@ -1,0 +1,178 @@
+"""What a dataset folder in the standard layout holds, and what is wrong with it.
+
+`check_dataset` only reads headers (npy shapes through a memory map, wav headers), so it is quick
+even on the full datasets; it never raises for a problem in the data, it lists it.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+from .mesh import load_templates, read_mesh
+
+MAX_LISTED_PROBLEMS = 30
+
+
+@dataclass
+class DatasetReport:
+    dataset_dir: Path
+    sequences: dict[str, int] = field(default_factory=dict)    # subject -> complete sequences
+    frames: int = 0
+    audio_seconds: float = 0.0
+    template_subjects: list[str] = field(default_factory=list)
+    template_vertices: int | None = None
+    topology_mesh: Path | None = None
+    topology_vertices: int | None = None
+    topology_faces: int | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def subjects(self) -> list[str]:
+        return sorted(self.sequences)
+
+    @property
+    def num_sequences(self) -> int:
+        return sum(self.sequences.values())
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _visible(folder: Path, suffix: str) -> dict[str, Path]:
+    """stem -> file; hidden files are unfinished atomic writes and are left out."""
+    if not folder.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(folder.glob(f"*{suffix}"))
+            if p.is_file() and not p.name.startswith(".")}
+
+
+def _subject_of(stem: str) -> str:
+    return stem.rsplit("_", 1)[0]
+
+
+def _wav_seconds(path: Path) -> float:
+    import soundfile
+
+    info = soundfile.info(str(path))
+    return info.frames / info.samplerate
+
+
+def check_dataset(dataset_dir: str | os.PathLike, vertice_dim: int | None = None,
+                  wav_path: str = "wav", vertices_path: str = "vertices_npy",
+                  template_file: str = "templates.pkl") -> DatasetReport:
+    """Inspect `dataset_dir` -> a DatasetReport; `report.problems` lists everything wrong."""
+    root = Path(dataset_dir)
+    report = DatasetReport(dataset_dir=root)
+    problems = report.problems
+    if not root.is_dir():
+        problems.append(f"dataset folder not found: {root}")
+        return report
+
+    templates_path = root / template_file
+    templates = {}
+    if not templates_path.is_file():
+        problems.append(f"{templates_path} is missing")
+    else:
+        try:
+            templates = load_templates(templates_path)
+        except UserError as exc:
+            problems.append(str(exc))
+    report.template_subjects = sorted(templates)
+    counts = sorted({len(v) for v in templates.values()})
+    if counts:
+        report.template_vertices = counts[0]
+    if len(counts) > 1:
+        problems.append(f"{templates_path}: templates differ in vertex count ({counts})")
+    width = report.template_vertices * 3 if report.template_vertices else None
+    if vertice_dim is not None and width is not None and width != vertice_dim:
+        problems.append(f"{templates_path}: templates have {report.template_vertices} vertices "
+                        f"({width} values), but vertice_dim is {vertice_dim}")
+    width = vertice_dim or width
+
+    topology_dir = root / "templates"
+    meshes = sorted(p for p in topology_dir.glob("*.ply") if not p.name.startswith(".")) \
+        if topology_dir.is_dir() else []
+    if not meshes:
+        problems.append(f"no topology mesh {topology_dir}/*.ply")
+    else:
+        report.topology_mesh = meshes[0]
+        try:
+            verts, faces = read_mesh(meshes[0])
+            report.topology_vertices, report.topology_faces = len(verts), len(faces)
+            if report.template_vertices and len(verts) != report.template_vertices:
+                problems.append(f"{meshes[0]} has {len(verts)} vertices, the templates have "
+                                f"{report.template_vertices}")
+        except UserError as exc:
+            problems.append(str(exc))
+
+    wav_dir, npy_dir = root / wav_path, root / vertices_path
+    for folder in (wav_dir, npy_dir):
+        if not folder.is_dir():
+            problems.append(f"folder {folder} is missing")
+    wavs, npys = _visible(wav_dir, ".wav"), _visible(npy_dir, ".npy")
+    for stem in sorted(set(wavs) - set(npys)):
+        problems.append(f"{wavs[stem]} has no vertices file {npy_dir / (stem + '.npy')}")
+    for stem in sorted(set(npys) - set(wavs)):
+        problems.append(f"{npys[stem]} has no audio file {wav_dir / (stem + '.wav')}")
+
+    missing_template = set()
+    for stem in sorted(set(wavs) & set(npys)):
+        try:
+            shape = np.load(npys[stem], mmap_mode="r").shape
+        except Exception as exc:  # numpy raises several types for damaged files
+            problems.append(f"cannot read {npys[stem]}: {exc.__class__.__name__}: {exc}")
+            continue
+        try:
+            seconds = _wav_seconds(wavs[stem])
+        except Exception as exc:  # soundfile raises its own and OS error types
+            problems.append(f"cannot read {wavs[stem]}: {exc}")
+            continue
+        if len(shape) != 2 or shape[0] == 0:
+            problems.append(f"{npys[stem]} has shape {shape}, expected (frames, V*3)")
+            continue
+        if width is not None and shape[1] != width:
+            problems.append(f"{npys[stem]} has {shape[1]} values per frame, the templates need {width}")
+            continue
+        subject = _subject_of(stem)
+        if templates and subject not in templates and subject not in missing_template:
+            missing_template.add(subject)
+            problems.append(f"subject {subject!r} has sequences but no template in {templates_path}")
+        report.sequences[subject] = report.sequences.get(subject, 0) + 1
+        report.frames += shape[0]
+        report.audio_seconds += seconds
+    if not wavs and not npys and wav_dir.is_dir() and npy_dir.is_dir():
+        problems.append(f"no sequences in {wav_dir} and {npy_dir}")
+    return report
+
+
+def format_report(report: DatasetReport) -> str:
+    """A few readable lines: what the folder holds, then its problems (or OK)."""
+    per_subject = ", ".join(f"{s} {n}" for s, n in sorted(report.sequences.items()))
+    lines = [f"dataset {report.dataset_dir}",
+             f"  subjects:   {len(report.subjects)}" + (f" ({per_subject})" if per_subject else ""),
+             f"  sequences:  {report.num_sequences} with audio and vertices",
+             f"  frames:     {report.frames}",
+             f"  audio:      {report.audio_seconds:.1f} s"]
+    if report.template_vertices is not None:
+        lines.append(f"  templates:  {len(report.template_subjects)} subjects, "
+                     f"{report.template_vertices} vertices")
+    else:
+        lines.append("  templates:  none")
+    if report.topology_mesh is not None and report.topology_vertices is not None:
+        lines.append(f"  topology:   {report.topology_mesh.name} ({report.topology_vertices} vertices, "
+                     f"{report.topology_faces} faces)")
+    else:
+        lines.append("  topology:   none")
+    if report.ok:
+        lines.append("OK")
+    else:
+        lines.append(f"{len(report.problems)} problems:")
+        lines += [f"  - {p}" for p in report.problems[:MAX_LISTED_PROBLEMS]]
+        if len(report.problems) > MAX_LISTED_PROBLEMS:
+            lines.append(f"  ... and {len(report.problems) - MAX_LISTED_PROBLEMS} more")
+    return "\n".join(lines)
