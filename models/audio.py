@@ -31,9 +31,12 @@ class SpeechEncoder(nn.Module):
         self.hidden_size = model.config.hidden_size
         for p in model.feature_extractor.parameters():   # the CNN stays frozen, as in the paper
             p.requires_grad = False
-        # No SpecAugment: training masks are a pretraining device and would make features random.
+        # No SpecAugment: this module calls the CNN, projection and transformer itself, so the
+        # masking embedding is never used; dropping it keeps checkpoints independent of that setting.
         model.config.mask_time_prob = 0.0
         model.config.mask_feature_prob = 0.0
+        if getattr(model, "masked_spec_embed", None) is not None:
+            del model.masked_spec_embed
 
     def forward(self, audio: torch.Tensor, frames: int) -> torch.Tensor:
         """audio (B, S) raw 16 kHz -> hidden states (B, ratio*frames, hidden)."""

@@ -1,7 +1,8 @@
-"""Speech IO: any file librosa/soundfile can decode -> 16 kHz mono float32."""
+"""Speech IO: any file soundfile (wav, flac, ogg, mp3) or librosa can decode -> 16 kHz mono float32."""
 from __future__ import annotations
 
 import os
+from math import gcd
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,23 @@ from .errors import UserError
 SAMPLE_RATE = 16000
 
 
+def _decode(path: Path) -> tuple[np.ndarray, int]:
+    """-> (samples (S, C) float32, rate). soundfile first: it is fast and needs no JIT warm-up."""
+    import soundfile
+
+    try:
+        data, rate = soundfile.read(path, dtype="float32", always_2d=True)
+        return data, rate
+    except Exception:  # formats libsndfile lacks: let librosa's audioread backends try
+        import librosa
+
+        data, rate = librosa.load(path, sr=None, mono=False)
+        return np.atleast_2d(data).T.astype(np.float32), rate
+
+
 def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Decode, down-mix and resample a speech file -> (S,) float32 at `sample_rate`."""
-    import librosa
+    from scipy.signal import resample_poly
 
     path = Path(path)
     if not path.is_file():
@@ -21,11 +36,15 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
     if path.stat().st_size == 0:
         raise UserError(f"audio file is empty: {path}")
     try:
-        speech, _ = librosa.load(path, sr=sample_rate, mono=True)
-    except Exception as exc:  # soundfile/audioread raise assorted types for undecodable input
+        data, rate = _decode(path)
+    except Exception as exc:  # decoders raise assorted types for undecodable input
         raise UserError(f"cannot decode audio {path}: {exc.__class__.__name__}: {exc}") from exc
+    speech = data.mean(axis=1)
     if speech.size == 0:
         raise UserError(f"audio file holds no samples: {path}")
+    if rate != sample_rate:
+        g = gcd(int(rate), sample_rate)
+        speech = resample_poly(speech, sample_rate // g, int(rate) // g)
     if not np.isfinite(speech).all():
         raise UserError(f"audio file holds non-finite samples: {path}")
     return speech.astype(np.float32)

@@ -1,0 +1,232 @@
+"""Dataset reading: discovery of <subject>_<sentence> pairs, splits, a 16 kHz audio cache, batches.
+
+    python data_loader.py --check --dataset BIWI     # report what a dataset folder holds
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from ptalker.audio import SAMPLE_RATE, load_audio
+from ptalker.datasets import DatasetPreset, resolve_dataset
+from ptalker.errors import UserError
+from ptalker.fileio import save_pickle
+from ptalker.mesh import load_templates
+
+
+def subject_of(name: str) -> str:
+    """`FaceTalk_170725_00137_TA_sentence01` -> `FaceTalk_170725_00137_TA`; `F2_e37` -> `F2`."""
+    return name.rsplit("_", 1)[0] if "_" in name else name
+
+
+def sentence_of(name: str) -> int | None:
+    """The sentence number: the last two digits of the stem (None when there are none)."""
+    tail = name[-2:]
+    return int(tail) if tail.isdigit() else None
+
+
+def parse_range(text: str | range) -> range:
+    """`1-40` -> range(1, 41); a range passes through."""
+    if isinstance(text, range):
+        return text
+    try:
+        low, high = (int(x) for x in str(text).split("-"))
+    except ValueError:
+        raise UserError(f"sentence range must look like 1-40, got {text!r}") from None
+    return range(low, high + 1)
+
+
+@dataclass
+class Sequence:
+    name: str
+    subject: str
+    vertices_path: Path
+    audio: np.ndarray            # (S,) 16 kHz
+    template: np.ndarray         # (V*3,)
+    subject_index: int           # index among the training subjects, -1 for others
+
+
+class AudioCache:
+    """Decoded, resampled 16 kHz speech for every wav of a dataset, kept in one pickle keyed by file
+    name and validated by size and modification time, so a second run starts in seconds."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict = {}
+        if path.is_file():
+            try:
+                with open(path, "rb") as f:
+                    self.entries = pickle.load(f)
+            except Exception:     # a damaged cache is rebuilt, never trusted
+                self.entries = {}
+        self.changed = False
+
+    def get(self, wav: Path) -> np.ndarray:
+        stat = wav.stat()
+        key, signature = wav.name, (stat.st_size, stat.st_mtime_ns)
+        hit = self.entries.get(key)
+        if hit is not None and hit[0] == signature:
+            return hit[1]
+        audio = load_audio(wav)
+        self.entries[key] = (signature, audio)
+        self.changed = True
+        return audio
+
+    def save(self) -> None:
+        if self.changed:
+            try:
+                save_pickle(self.path, self.entries)
+            except OSError as exc:  # a read-only dataset folder just runs without a cache
+                print(f"note: audio cache not written ({exc})", file=sys.stderr)
+
+
+def _resolve(folder: Path, path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else folder / p
+
+
+def load_splits(preset: DatasetPreset, vertice_dim: int, train_subjects: list[str],
+                splits: dict[str, tuple[list[str], range]], wav_path: str = "wav",
+                vertices_path: str = "vertices_npy", template_file: str = "templates.pkl",
+                ) -> dict[str, list[Sequence]]:
+    """Read the sequences of each split {split: (subjects, sentence range)} -> {split: [Sequence]}.
+
+    Audio comes through the on-disk cache; vertex arrays stay on disk until a batch needs them."""
+    folder = preset.folder
+    if not folder.is_dir():
+        raise UserError(f"dataset folder not found: {folder}")
+    wav_dir, vert_dir = _resolve(folder, wav_path), _resolve(folder, vertices_path)
+    for d in (wav_dir, vert_dir):
+        if not d.is_dir():
+            raise UserError(f"dataset folder {folder} has no {d.name}/ folder ({d})")
+    templates = load_templates(_resolve(folder, template_file))
+    wavs = {p.stem: p for p in sorted(wav_dir.glob("*.wav")) if not p.name.startswith(".")}
+    if not wavs:
+        raise UserError(f"no .wav files in {wav_dir}")
+    known = sorted({subject_of(n) for n in wavs})
+    wanted = set(train_subjects).union(*(set(s) for s, _ in splits.values()))
+    unknown = sorted(s for s in wanted if s not in known)
+    if unknown:
+        raise UserError(f"unknown subject(s) {', '.join(unknown)} in {wav_dir}; known: {', '.join(known)}")
+    cache = AudioCache(folder / "cache" / "audio_16k.pkl")
+    selected = [(split, name) for split, (subjects, sentences) in splits.items()
+                for name in wavs if subject_of(name) in subjects and sentence_of(name) in sentences]
+    out: dict[str, list[Sequence]] = {split: [] for split in splits}
+    try:
+        for split, name in tqdm(selected, desc=f"loading {preset.name}", unit="wav", leave=False):
+            subject = subject_of(name)
+            vertices = vert_dir / f"{name}.npy"
+            if not vertices.is_file():
+                raise UserError(f"{wavs[name]} has no vertices: expected {vertices}")
+            width = _vertex_width(vertices)
+            if width != vertice_dim:
+                raise UserError(f"{vertices} has {width} values per frame, but --vertice_dim is {vertice_dim}")
+            if subject not in templates:
+                raise UserError(f"no template for subject {subject} in {template_file}")
+            template = templates[subject].reshape(-1)
+            if template.size != vertice_dim:
+                raise UserError(f"template of {subject} has {template.size // 3} vertices "
+                                f"({template.size} values), but --vertice_dim is {vertice_dim}")
+            index = train_subjects.index(subject) if subject in train_subjects else -1
+            out[split].append(Sequence(name, subject, vertices, cache.get(wavs[name]), template, index))
+    finally:
+        cache.save()
+    return out
+
+
+def _vertex_width(path: Path) -> int:
+    try:
+        array = np.load(path, mmap_mode="r")
+    except Exception as exc:
+        raise UserError(f"cannot read vertices {path}: {exc}") from exc
+    if array.ndim == 3:
+        return array.shape[1] * array.shape[2]
+    if array.ndim != 2 or len(array) == 0:
+        raise UserError(f"{path} has shape {array.shape}, expected (frames, V*3)")
+    return array.shape[1]
+
+
+class TalkingFaceDataset(Dataset):
+    """Sequences -> dicts of tensors: audio (S,), vertices (T, V*3), template (V*3,), subject index."""
+
+    def __init__(self, sequences: list[Sequence], capture_stride: int = 1):
+        self.sequences, self.stride = sequences, capture_stride
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def frames(self, i: int) -> int:
+        return len(range(0, np.load(self.sequences[i].vertices_path, mmap_mode="r").shape[0], self.stride))
+
+    def __getitem__(self, i: int) -> dict:
+        seq = self.sequences[i]
+        vertices = np.load(seq.vertices_path, mmap_mode="r")[:: self.stride]
+        return {"name": seq.name, "audio": torch.from_numpy(np.asarray(seq.audio, dtype=np.float32)),
+                "vertices": torch.from_numpy(np.array(vertices, dtype=np.float32).reshape(len(vertices), -1)),
+                "template": torch.from_numpy(seq.template.astype(np.float32)),
+                "subject": seq.subject_index}
+
+
+def collate(items: list[dict]) -> dict:
+    """Pad a list of samples to a batch: audio (B, S), vertices (B, T, V*3), template (B, V*3),
+    subject (B,), audio_lengths (B,), frame_lengths (B,), names."""
+    audio_lengths = torch.tensor([len(x["audio"]) for x in items])
+    frame_lengths = torch.tensor([len(x["vertices"]) for x in items])
+    audio = torch.zeros(len(items), int(audio_lengths.max()))
+    vertices = torch.zeros(len(items), int(frame_lengths.max()), items[0]["vertices"].shape[1])
+    for i, x in enumerate(items):
+        audio[i, : len(x["audio"])] = x["audio"]
+        vertices[i, : len(x["vertices"])] = x["vertices"]
+    return {"names": [x["name"] for x in items], "audio": audio, "vertices": vertices,
+            "template": torch.stack([x["template"] for x in items]),
+            "subject": torch.tensor([x["subject"] for x in items]),
+            "audio_lengths": audio_lengths, "frame_lengths": frame_lengths}
+
+
+def length_batches(lengths: list[int], batch_size: int, rng: random.Random, shuffle: bool = True) -> list[list[int]]:
+    """Indices grouped into batches of similar length (little padding), batch order shuffled."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))
+    batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+    if shuffle:
+        rng.shuffle(batches)
+    return batches
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Inspect a dataset folder in the standard layout.")
+    parser.add_argument("--check", action="store_true", help="report what the dataset holds and what is wrong")
+    parser.add_argument("--dataset", default="vocaset", help="vocaset, BIWI, or a dataset folder")
+    parser.add_argument("--vertice_dim", type=int, default=None)
+    parser.add_argument("--wav_path", default="wav")
+    parser.add_argument("--vertices_path", default="vertices_npy")
+    parser.add_argument("--template_file", default="templates.pkl")
+    args = parser.parse_args(argv)
+    if not args.check:
+        parser.print_help()
+        return 0
+    from ptalker.dataset_check import check_dataset, format_report
+
+    try:
+        preset = resolve_dataset(args.dataset)
+        report = check_dataset(preset.folder, vertice_dim=args.vertice_dim or preset.vertice_dim,
+                               wav_path=args.wav_path, vertices_path=args.vertices_path,
+                               template_file=args.template_file)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    return 1 if report.problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

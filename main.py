@@ -1,0 +1,79 @@
+"""Train PTalker on a dataset, keep the checkpoint with the best validation loss, then animate the
+test split and score it (LVE / FDD / MVE).
+
+    python main.py --dataset vocaset --vertice_dim 15069 --feature_dim 64 --period 30 \
+        --train_subjects "..." --val_subjects "..." --test_subjects "..."
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from models.config import ABLATIONS, PTalkerConfig
+from ptalker.datasets import resolve_dataset
+from ptalker.errors import UserError
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="PTalker: train, validate and test on a dataset.")
+    # flags of the original script, same names and meaning
+    p.add_argument("--dataset", default="vocaset", help="vocaset, BIWI, or a dataset folder in the standard layout")
+    p.add_argument("--vertice_dim", type=int, default=None, help="vertices*3 (VOCASET 15069, BIWI 70110)")
+    p.add_argument("--feature_dim", type=int, default=None, help="model width F (VOCASET 64, BIWI 128)")
+    p.add_argument("--period", type=int, default=None, help="period of the positional encoding/bias (fps)")
+    p.add_argument("--fps", type=int, default=None, help="motion frame rate (VOCASET 30, BIWI 25)")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
+    p.add_argument("--max_epoch", type=int, default=100, help="training epochs")
+    p.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    p.add_argument("--wav_path", default="wav", help="speech folder, relative to the dataset folder")
+    p.add_argument("--vertices_path", default="vertices_npy", help="motion folder, relative to the dataset folder")
+    p.add_argument("--template_file", default="templates.pkl", help="templates pickle, relative to the dataset")
+    p.add_argument("--save_path", default="save", help="checkpoint folder, relative to the dataset folder")
+    p.add_argument("--result_path", default="result", help="prediction folder, relative to the dataset folder")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--train_subjects", default=None, help="space-separated training subjects")
+    p.add_argument("--val_subjects", default=None, help="space-separated validation subjects")
+    p.add_argument("--test_subjects", default=None, help="space-separated test subjects")
+    # additions
+    p.add_argument("--train_sentences", default=None, help="sentence range of the training split, e.g. 1-40")
+    p.add_argument("--val_sentences", default=None, help="sentence range of the validation split, e.g. 21-40")
+    p.add_argument("--test_sentences", default=None, help="sentence range of the test split, e.g. 21-40")
+    p.add_argument("--model_name", default=None, help="checkpoint name in --save_path (default: the dataset name)")
+    p.add_argument("--audio_model", default="facebook/wav2vec2-base-960h",
+                   help="HF speech SSL model (hub id or local folder): wav2vec2, HuBERT, ...")
+    p.add_argument("--ablation", nargs="*", default=[], choices=ABLATIONS,
+                   help="switch off components: no_style no_spatial no_temporal no_feature; "
+                        "faceformer = the FaceFormer-style baseline")
+    p.add_argument("--batch_size", type=int, default=1)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run from <model_name>_last.pth")
+    p.add_argument("--test_only", action="store_true", help="skip training; test the saved best checkpoint")
+    p.add_argument("--test_conditions", choices=("own", "all"), default="own",
+                   help="seen test speakers: animate with their own condition only, or with every one")
+    p.add_argument("--lip_mask", default=None, help="lip region file (ids, or FILE.pkl:region)")
+    p.add_argument("--upper_face_mask", default=None, help="upper-face region file, as --lip_mask")
+    p.add_argument("--decoder_layers", type=int, default=6)
+    p.add_argument("--motion_layers", type=int, default=6, help="transformer layers of each motion encoder")
+    p.add_argument("--motion_conv_layers", type=int, default=6)
+    p.add_argument("--style_dim", type=int, default=128)
+    p.add_argument("--gat_dim", type=int, default=8)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        from ptalker.experiment import run
+
+        run(args)
+    except UserError as exc:
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

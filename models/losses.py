@@ -1,0 +1,119 @@
+"""Training losses: reconstruction terms and the disentanglement / feature-alignment terms.
+
+total = rec + w_mouth*mouth + w_vel*vel + w_c * (w_oa*orth_audio + w_ia*infonce_audio
+        + w_im*infonce_motion + w_om*orth_motion + w_topk*topk + w_kl*kl + w_adv*adv)
+
+With padded batches every term is computed per clip on its valid frames and averaged over clips,
+so a batch of equal-length clips gives the mean of their single-clip losses (InfoNCE excepted:
+other clips add negatives).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .config import PTalkerConfig
+
+
+def _per_clip(lengths: torch.Tensor | None, batch: int, frames: int) -> list[int]:
+    return [frames] * batch if lengths is None else lengths.tolist()
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+    """Mean over clips of the MSE over each clip's valid frames. pred/target (B, T, D)."""
+    return torch.stack([F.mse_loss(pred[i, :t], target[i, :t]) for i, t in enumerate(lengths)]).mean()
+
+
+def velocity(x: torch.Tensor) -> torch.Tensor:
+    """Frame-to-frame differences (B, T, D) -> (B, T-1, D)."""
+    return x[:, 1:] - x[:, :-1]
+
+
+def orthogonality(content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    """||content^T style||_F for one clip, lengths matched by adaptive pooling: (T1, D1), (T2, D2)."""
+    if content.shape[0] != style.shape[0]:
+        style = F.adaptive_avg_pool1d(style.T.unsqueeze(0), content.shape[0])[0].T
+    return torch.linalg.matrix_norm(content.T @ style)
+
+
+def segment_means(x: torch.Tensor, segments: int) -> torch.Tensor:
+    """Split a clip (T, D) into up to `segments` contiguous parts -> their means (K, D)."""
+    return torch.stack([part.mean(0) for part in x.tensor_split(min(segments, x.shape[0]))])
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Symmetric InfoNCE with positives on the diagonal: a, b (N, D) -> scalar (zero only if N == 1)."""
+    logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T / temperature
+    target = torch.arange(a.shape[0], device=a.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def topk_contrast(audio: torch.Tensor, motion: torch.Tensor, scale: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Per-frame contrast of one clip, audio (T, D) vs motion (T, D): each frame's positive is its own
+    partner, negatives are the k = round(ratio*T) most similar other frames; both directions, 0.5 each."""
+    T = audio.shape[0]
+    k = min(max(1, round(ratio * T)), T - 1)
+    if k < 1:
+        return audio.new_zeros(())
+    logits = scale.exp() * (F.normalize(audio, dim=-1) @ F.normalize(motion, dim=-1).T)
+    eye = torch.eye(T, dtype=torch.bool, device=audio.device)
+
+    def one_direction(m):
+        negatives = m.masked_fill(eye, float("-inf")).topk(k, dim=1).values
+        rows = torch.cat([m.diagonal().unsqueeze(1), negatives], dim=1)
+        return F.cross_entropy(rows, torch.zeros(T, dtype=torch.long, device=m.device))
+
+    return 0.5 * (one_direction(logits) + one_direction(logits.T))
+
+
+def gaussian_kl(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """KL(N(mu_a, var_a) || N(mu_b, var_b)) from per-dimension temporal statistics of (T, D) clips, summed over D."""
+    mu_a, var_a = a.mean(0), a.var(0, unbiased=False) + eps
+    mu_b, var_b = b.mean(0), b.var(0, unbiased=False) + eps
+    return 0.5 * (torch.log(var_b / var_a) + (var_a + (mu_a - mu_b) ** 2) / var_b - 1).sum()
+
+
+def compute_losses(out: dict, target: torch.Tensor, config: PTalkerConfig, subject_ids: torch.Tensor | None,
+                   lip_ids: torch.Tensor | None, frame_lengths: torch.Tensor | None = None,
+                   contrast_scale: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """out: PTalker.forward's dict; target (B, T, V*3); subject_ids (B,) speaker index or -1 when
+    not a training speaker; lip_ids (L,) vertex ids. Returns every term and `total`."""
+    w, pred = config.losses, out["vertices"]
+    B, T, _ = pred.shape
+    lengths = _per_clip(frame_lengths, B, T)
+    terms = {"rec": masked_mse(pred, target, lengths)}
+    if lip_ids is not None and w.mouth:
+        lips = lambda x: x.view(B, T, -1, 3)[:, :, lip_ids].reshape(B, T, -1)   # noqa: E731
+        terms["mouth"] = masked_mse(lips(pred), lips(target), lengths)
+    if w.vel and T > 1:
+        terms["vel"] = masked_mse(velocity(pred), velocity(target), [max(t - 1, 1) for t in lengths])
+    r = config.audio_frames_per_frame
+    audio = [out["audio_content"][i, : r * t] for i, t in enumerate(lengths)]
+    motion = [out["motion_content"][i, :t] for i, t in enumerate(lengths)]
+    if config.use_style and w.contrastive:
+        a_style = [out["audio_frame_styles"][i, : r * t] for i, t in enumerate(lengths)]
+        m_style = [out["motion_style"][i, :t] for i, t in enumerate(lengths)]
+        terms["orth_audio"] = torch.stack([orthogonality(c, s) for c, s in zip(audio, a_style)]).mean()
+        terms["orth_motion"] = torch.stack([orthogonality(c, s) for c, s in zip(motion, m_style)]).mean()
+        k = config.infonce_segments
+        seg = lambda xs: torch.cat([segment_means(x, k) for x in xs])           # noqa: E731
+        # content and style live in different widths for audio: compare through their shared statistic
+        terms["infonce_audio"] = info_nce(seg(audio), seg([s[:, : audio[0].shape[1]] for s in a_style])) \
+            if a_style[0].shape[1] >= audio[0].shape[1] else info_nce(seg([c[:, : a_style[0].shape[1]] for c in audio]), seg(a_style))
+        terms["infonce_motion"] = info_nce(seg(motion), seg(m_style))
+        if subject_ids is not None and (subject_ids >= 0).any():
+            known = subject_ids >= 0
+            terms["adv"] = F.cross_entropy(out["speaker_logits"][known], subject_ids[known])
+    if config.use_feature_alignment and w.contrastive:
+        per_frame = [a.view(a.shape[0] // r, r, -1).mean(1) for a in audio]   # audio steps -> frames
+        terms["topk"] = torch.stack([topk_contrast(a, m, contrast_scale, config.topk_ratio)
+                                     for a, m in zip(per_frame, motion)]).mean()
+        terms["kl"] = torch.stack([gaussian_kl(a, m) for a, m in zip(per_frame, motion)]).mean()
+    weighted = {"rec": w.rec, "mouth": w.mouth, "vel": w.vel}
+    total = sum(weighted[n] * terms[n] for n in weighted if n in terms)
+    contrastive = [getattr(w, n) * terms[n] for n in
+                   ("orth_audio", "infonce_audio", "infonce_motion", "orth_motion", "topk", "kl", "adv") if n in terms]
+    if contrastive:
+        total = total + w.contrastive * sum(contrastive)
+    terms["total"] = total
+    return terms

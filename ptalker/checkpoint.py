@@ -1,0 +1,78 @@
+"""Self-describing checkpoints: model config, speech-model config, weights, training subjects,
+mesh faces and subject templates, so a checkpoint alone rebuilds and runs the model offline."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models import PTalker, PTalkerConfig
+from models.audio import load_speech_model
+
+from .errors import UserError
+from .fileio import atomic_path
+from .mesh import mesh_edges
+
+FORMAT = "ptalker-checkpoint-1"
+
+
+def build_model(config: PTalkerConfig, faces: np.ndarray, speech_model: torch.nn.Module | None = None) -> PTalker:
+    """A PTalker for a mesh topology; the speech model defaults to `config.audio_model`'s pretrained weights."""
+    if speech_model is None:
+        try:
+            speech_model = load_speech_model(config.audio_model)
+        except OSError as exc:
+            raise UserError(f"cannot load speech model {config.audio_model!r} (hub id or local folder): "
+                            f"{str(exc).splitlines()[0]}") from exc
+    edges = torch.from_numpy(mesh_edges(faces, config.num_vertices)) if config.use_spatial else None
+    return PTalker(config, speech_model, edges)
+
+
+def save_checkpoint(path: str | os.PathLike, model: PTalker, train_subjects: list[str], faces: np.ndarray,
+                    templates: dict[str, np.ndarray], extra: dict | None = None) -> None:
+    """Write atomically: a killed run leaves the previous checkpoint intact."""
+    state = {
+        "format": FORMAT,
+        "config": model.config.to_dict(),
+        "speech_config": model.audio.model.config.to_dict(),
+        "state_dict": model.state_dict(),
+        "train_subjects": list(train_subjects),
+        "faces": torch.as_tensor(np.asarray(faces, dtype=np.int64)),
+        "templates": {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in templates.items()},
+        "extra": extra or {},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """The raw checkpoint dict, or a UserError for a missing, corrupt or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"cannot read checkpoint {path} (corrupt or not a checkpoint): "
+                        f"{str(exc).splitlines()[0][:200]}") from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UserError(f"{path} is not a PTalker checkpoint of this project")
+    return state
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[PTalker, dict]:
+    """Rebuild the model from a checkpoint alone (no hub access) -> (model in eval mode, checkpoint dict)."""
+    from transformers import AutoConfig, AutoModel
+
+    state = read_checkpoint(path)
+    speech_config = dict(state["speech_config"])
+    speech = AutoModel.from_config(AutoConfig.for_model(speech_config.pop("model_type"), **speech_config))
+    config = PTalkerConfig.from_dict(state["config"])
+    model = build_model(config, state["faces"].numpy(), speech)
+    try:
+        model.load_state_dict(state["state_dict"])
+    except RuntimeError as exc:
+        raise UserError(f"checkpoint {path} does not match its own config: {str(exc).splitlines()[0]}") from exc
+    return model.to(device).eval(), state

@@ -1,0 +1,117 @@
+"""main.py's work: flags -> dataset, config and model -> train -> test -> metrics."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from data_loader import TalkingFaceDataset, load_splits, parse_range
+from models.config import PTalkerConfig
+
+from .checkpoint import build_model, load_checkpoint
+from .datasets import DatasetPreset, resolve_dataset
+from .errors import UserError
+from .mesh import find_template_mesh, load_templates, read_mesh
+from .training import TrainSettings, train, write_test_predictions
+
+
+def pick_device(requested: str | None) -> str:
+    """cuda when available (or asked for and present), else cpu."""
+    if requested is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        print("note: CUDA is not available, running on the CPU", file=sys.stderr)
+        return "cpu"
+    return requested
+
+
+def _subjects(flag: str | None, default: tuple[str, ...], what: str) -> list[str]:
+    if flag is not None:
+        return flag.split()
+    if not default and what == "train":
+        raise UserError("give --train_subjects (space-separated) for a dataset folder without a preset")
+    return list(default)
+
+
+def _lip_ids(preset: DatasetPreset, args, num_vertices: int):
+    """Region masks for the mouth loss and the metrics, or None (with a note) when absent."""
+    from .metrics import load_region_masks
+
+    try:
+        masks = load_region_masks(preset.folder, args.lip_mask or preset.lip_mask,
+                                  args.upper_face_mask or preset.upper_face_mask, preset.mask_source)
+        masks.validate(num_vertices)
+        return masks
+    except UserError as exc:
+        print(f"note: {exc} — the mouth loss and LVE/FDD are off", file=sys.stderr)
+        return None
+
+
+def run(args: argparse.Namespace) -> None:
+    preset = resolve_dataset(args.dataset)
+    folder = preset.folder
+    mesh_path = find_template_mesh(folder) if folder.is_dir() else None
+    if mesh_path is None:
+        raise UserError(f"dataset folder not found: {folder}")
+    mesh_vertices, faces = read_mesh(mesh_path)
+    vertice_dim = args.vertice_dim or preset.vertice_dim or mesh_vertices.size
+    if mesh_vertices.size != vertice_dim:
+        raise UserError(f"template mesh {mesh_path} has {len(mesh_vertices)} vertices "
+                        f"({mesh_vertices.size} values), but --vertice_dim is {vertice_dim}")
+    train_subjects = _subjects(args.train_subjects, preset.train_subjects, "train")
+    splits = {
+        "train": (train_subjects, parse_range(args.train_sentences or preset.train_sentences)),
+        "val": (_subjects(args.val_subjects, preset.val_subjects, "val"),
+                parse_range(args.val_sentences or preset.val_sentences)),
+        "test": (_subjects(args.test_subjects, preset.test_subjects, "test"),
+                 parse_range(args.test_sentences or preset.test_sentences)),
+    }
+    data = load_splits(preset, vertice_dim, train_subjects, splits, args.wav_path, args.vertices_path,
+                       args.template_file)
+    print("sequences: " + ", ".join(f"{k} {len(v)}" for k, v in data.items()), file=sys.stderr)
+    if not data["train"] and not args.test_only:
+        raise UserError("the training split is empty: check --train_subjects and --train_sentences")
+    sets = {k: TalkingFaceDataset(v, preset.capture_stride) for k, v in data.items()}
+    masks = _lip_ids(preset, args, vertice_dim // 3)
+    lip_ids = None if masks is None else torch.as_tensor(masks.lips, dtype=torch.long)
+    device = pick_device(args.device)
+    save_dir, result_dir = folder / args.save_path, folder / args.result_path
+    name = args.model_name or preset.name.lower()
+    settings = TrainSettings(max_epoch=args.max_epoch, lr=args.lr, batch_size=args.batch_size,
+                             gradient_accumulation_steps=args.gradient_accumulation_steps, seed=args.seed,
+                             device=device, best_path=save_dir / f"{name}.pth",
+                             last_path=save_dir / f"{name}_last.pth", resume=args.resume)
+    if not args.test_only:
+        config = PTalkerConfig(
+            vertice_dim=vertice_dim, feature_dim=args.feature_dim or preset.feature_dim,
+            period=args.period or preset.period, fps=args.fps or preset.fps, n_subjects=len(train_subjects),
+            audio_model=args.audio_model, audio_frames_per_frame=2 if preset.audio_alignment == "pairs" else 1,
+            decoder_layers=args.decoder_layers, motion_layers=args.motion_layers,
+            motion_conv_layers=args.motion_conv_layers, style_dim=args.style_dim, gat_dim=args.gat_dim,
+        ).with_ablations(args.ablation)
+        torch.manual_seed(args.seed)
+        model = build_model(config, faces)
+        meta = {"train_subjects": train_subjects, "faces": faces,
+                "templates": load_templates(folder / args.template_file)}
+        train(model, sets["train"], sets["val"], lip_ids, settings, meta)
+    model, state = load_checkpoint(settings.best_path, device)
+    if state["train_subjects"] != train_subjects:
+        raise UserError(f"checkpoint {settings.best_path} was trained on {state['train_subjects']}, "
+                        f"not on --train_subjects {train_subjects}")
+    print(f"testing {settings.best_path} (epoch {state['extra'].get('epoch')}, "
+          f"validation loss {state['extra'].get('val_loss', float('nan')):.6g})", file=sys.stderr)
+    stale = list(result_dir.glob("*.npy")) if result_dir.is_dir() else []
+    for path in stale:   # scores must come from this run's predictions only
+        path.unlink()
+    written = write_test_predictions(model, sets["test"], train_subjects, result_dir, device,
+                                     all_conditions=args.test_conditions == "all")
+    print(f"wrote {len(written)} predictions to {result_dir}", file=sys.stderr)
+    if masks is not None and written:
+        from .metrics import report, score_result_folder, write_csv
+
+        scores = score_result_folder(folder, result_dir, masks, preset.capture_stride,
+                                     args.template_file, args.vertices_path)
+        print(report(scores, preset.name))
+        write_csv(scores, result_dir / "metrics.csv")
