@@ -1,0 +1,244 @@
+"""The PTalker network: shapes, causality, masks, losses, learning, caching, inference modes."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import shared_file
+from models import PTalker, PTalkerConfig
+from models.audio import load_speech_model
+from models.config import ABLATIONS
+from models.layers import alignment_mask, alibi_slopes, periodic_causal_bias
+from models.losses import compute_losses
+from ptalker.mesh import mesh_edges, read_mesh
+from synthetic import tiny_mesh
+
+FPS = 30
+
+
+def tiny_config(vertices: np.ndarray, encoder, ratio: int = 1, **overrides) -> PTalkerConfig:
+    settings = dict(vertice_dim=vertices.size, feature_dim=16, period=FPS, fps=FPS, n_subjects=3,
+                    audio_model=str(encoder), audio_frames_per_frame=ratio, decoder_layers=2, decoder_heads=4,
+                    motion_conv_layers=2, motion_layers=1, style_dim=16, gat_dim=4, dropout=0.0)
+    settings.update(overrides)
+    return PTalkerConfig(**settings)
+
+
+def make_model(encoder, ratio=1, mesh=None, randomize=True, **overrides) -> tuple[PTalker, torch.Tensor]:
+    vertices, faces = mesh if mesh is not None else tiny_mesh()
+    torch.manual_seed(0)
+    model = PTalker(tiny_config(vertices, encoder, ratio, **overrides), load_speech_model(str(encoder)),
+                    torch.from_numpy(mesh_edges(faces, len(vertices))))
+    if randomize:  # the zero-initialised head would make every prediction the template
+        torch.nn.init.normal_(model.head.weight, std=0.05)
+        if model.spatial.gat is not None:
+            torch.nn.init.normal_(model.spatial.gat[1].lin.weight, std=0.5)
+    return model.eval(), torch.from_numpy(vertices.reshape(1, -1))
+
+
+def clip(frames: int, seed: int = 0, batch: int = 1, template=None):
+    g = torch.Generator().manual_seed(seed)
+    audio = torch.randn(batch, int(frames / FPS * 16000), generator=g)
+    motion = template.unsqueeze(1) + 0.01 * torch.randn(batch, frames, template.shape[1], generator=g)
+    return audio, motion
+
+
+@pytest.mark.parametrize("ratio", [1, 2])
+def test_output_shapes(tiny_wav2vec2, ratio):
+    model, template = make_model(tiny_wav2vec2, ratio)
+    audio, motion = clip(12, batch=2, template=template.repeat(2, 1))
+    out = model(audio, motion, template.repeat(2, 1), torch.eye(3)[:2])
+    assert out["vertices"].shape == (2, 12, template.shape[1])
+    assert out["audio_content"].shape == (2, 12 * ratio, 16)
+    assert out["motion_content"].shape == (2, 12, 16)
+    assert out["audio_frame_styles"].shape == (2, 12 * ratio, 16)
+    assert out["speaker_logits"].shape == (2, 3)
+    generated = model.generate(audio[:1], template, torch.eye(3)[:1])
+    assert generated.shape == (1, 12, template.shape[1])
+
+
+@pytest.mark.parametrize("ratio", [1, 2])
+def test_future_motion_and_audio_features_never_change_earlier_frames(tiny_wav2vec2, ratio):
+    model, template = make_model(tiny_wav2vec2, ratio)
+    audio, motion = clip(20, template=template)
+    features = model.audio(audio, 20)
+    cut = 11
+    changed_motion = motion.clone()
+    changed_motion[:, cut:] += 0.05
+    changed_features = features.clone()
+    changed_features[:, ratio * cut:] = torch.randn_like(changed_features[:, ratio * cut:])
+
+    def run(feats, verts):
+        model.audio.forward = lambda a, frames: feats     # fix the speech features, vary what follows
+        try:
+            return model(audio, verts, template, torch.eye(3)[:1])["vertices"]
+        finally:
+            del model.audio.forward
+
+    base = run(features, motion)
+    # motion frame t is fed back as input of frame t+1: earlier frames (<= cut) must not move
+    assert torch.equal(run(features, changed_motion)[:, : cut + 1], base[:, : cut + 1])
+    assert torch.equal(run(changed_features, motion)[:, :cut], base[:, :cut])
+    assert not torch.allclose(run(changed_features, motion)[:, cut:], base[:, cut:])
+
+
+def test_alignment_mask_matches_formula():
+    for frames, ratio in ((5, 1), (4, 2)):
+        mask = alignment_mask(frames, ratio * frames, ratio)
+        for t in range(frames):
+            for s in range(ratio * frames):
+                assert bool(mask[t, s]) == (ratio * t <= s <= ratio * t + ratio - 1)
+    assert alignment_mask(3, 6, 2).sum(1).tolist() == [2, 2, 2]
+
+
+def test_periodic_bias_matches_formula():
+    slopes = alibi_slopes(4)
+    assert slopes.tolist() == [1 / 4, 1 / 16, 1 / 64, 1 / 256]
+    period, n = 3, 10
+    bias = periodic_causal_bias(slopes, n, n, period)
+    for h in range(4):
+        for i in range(n):
+            for j in range(n):
+                expected = -slopes[h].item() * math.floor((i - j) / period) if j <= i else -math.inf
+                assert bias[h, i, j].item() == pytest.approx(expected)
+    # an offset query block equals the matching rows of the full mask (what the cache relies on)
+    assert torch.equal(periodic_causal_bias(slopes, 2, n, period, t0=n - 2), bias[:, -2:])
+
+
+def test_aligned_cross_attention_equals_masked_full_attention(tiny_wav2vec2):
+    model, _ = make_model(tiny_wav2vec2, ratio=2)
+    attn = model.decoder[0].cross_attn
+    x, memory = torch.randn(1, 6, 16), torch.randn(1, 12, 16)
+    kv = attn.project_memory(memory)
+    gathered = attn(x, kv)
+    q = attn.q(x).view(1, 6, 4, 4).transpose(1, 2)
+    mask = alignment_mask(6, 12, 2)
+    full = torch.nn.functional.scaled_dot_product_attention(q, *kv, attn_mask=mask)
+    assert torch.allclose(gathered, attn.out(full.transpose(1, 2).reshape(1, 6, 16)), atol=1e-6)
+
+
+def test_every_loss_term_finite_and_nonzero_at_batch_size_one(tiny_wav2vec2):
+    model, template = make_model(tiny_wav2vec2)
+    model.train()
+    audio, motion = clip(24, template=template)
+    out = model(audio, motion, template, torch.eye(3)[:1])
+    lips = torch.arange(0, 10)
+    terms = compute_losses(out, motion, model.config, torch.tensor([1]), lips, None, model.contrast_scale)
+    expected = {"rec", "mouth", "vel", "orth_audio", "orth_motion", "infonce_audio", "infonce_motion",
+                "adv", "topk", "kl", "total"}
+    assert set(terms) == expected
+    for name, value in terms.items():
+        assert torch.isfinite(value), name
+        assert value.item() > 0, name
+    w = model.config.losses
+    contrast = sum(getattr(w, n) * terms[n] for n in expected - {"rec", "mouth", "vel", "total"})
+    assert torch.allclose(terms["total"], terms["rec"] + w.mouth * terms["mouth"] + w.vel * terms["vel"]
+                          + w.contrastive * contrast)
+
+
+def test_padded_batch_gives_the_mean_of_single_clip_losses(tiny_wav2vec2):
+    model, template = make_model(tiny_wav2vec2)
+    (a1, m1), (a2, m2) = clip(10, 1, template=template), clip(14, 2, template=template)
+    singles = [compute_losses(model(a, m, template, torch.eye(3)[:1]), m, model.config, torch.tensor([0]),
+                              None, None, model.contrast_scale) for a, m in ((a1, m1), (a2, m2))]
+    audio = torch.zeros(2, a2.shape[1])
+    audio[0, : a1.shape[1]], audio[1] = a1[0], a2[0]
+    motion = torch.zeros(2, 14, m1.shape[2])
+    motion[0, :10], motion[1] = m1[0], m2[0]
+    lengths = torch.tensor([10, 14])
+    out = model(audio, motion, template.repeat(2, 1), torch.eye(3)[[0, 0]],
+                torch.tensor([a1.shape[1], a2.shape[1]]), lengths)
+    batched = compute_losses(out, motion, model.config, torch.tensor([0, 0]), None, lengths, model.contrast_scale)
+    for name in ("rec", "vel", "orth_audio", "orth_motion", "topk", "kl"):
+        assert batched[name].item() == pytest.approx((singles[0][name] + singles[1][name]).item() / 2, rel=1e-4)
+    assert torch.allclose(out["vertices"][0, :10], model(a1, m1, template, torch.eye(3)[:1])["vertices"][0], atol=1e-5)
+
+
+def test_training_one_clip_lowers_the_loss_tenfold(tiny_wav2vec2):
+    model, template = make_model(tiny_wav2vec2, randomize=False)
+    model.train()
+    audio, motion = clip(15, template=template)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    losses = []
+    for _ in range(150):
+        terms = compute_losses(model(audio, motion, template, torch.eye(3)[:1]), motion, model.config,
+                               torch.tensor([0]), None, None, model.contrast_scale)
+        optimizer.zero_grad()
+        terms["total"].backward()
+        optimizer.step()
+        losses.append(terms["total"].item())
+    assert losses[-1] < losses[0] / 10, (losses[0], losses[-1])
+
+
+@pytest.mark.parametrize("ratio", [1, 2])
+def test_cached_generation_equals_full_recompute_in_every_mode(tiny_wav2vec2, ratio):
+    model, template = make_model(tiny_wav2vec2, ratio)
+    audio, reference = clip(25, template=template)
+    modes = {"seen": dict(one_hot=torch.eye(3)[1:2]), "unseen": {},
+             "reference": dict(one_hot=torch.eye(3)[1:2], reference=reference[:, :12])}
+    outputs = {}
+    for mode, kwargs in modes.items():
+        fast = model.generate(audio, template, **kwargs)
+        slow = model.generate(audio, template, use_cache=False, **kwargs)
+        assert fast.shape == (1, 25, template.shape[1])
+        assert (fast - slow).abs().max().item() <= 1e-5, mode
+        outputs[mode] = fast
+    assert not torch.allclose(outputs["seen"], outputs["unseen"])
+    assert not torch.allclose(outputs["seen"], outputs["reference"])
+    # teacher forcing on the model's own output reproduces it: training and inference agree
+    seen = model(audio, outputs["seen"], template, torch.eye(3)[1:2])["vertices"]
+    assert torch.allclose(seen, outputs["seen"], atol=1e-5)
+
+
+def test_sequences_longer_than_600_frames(tiny_wav2vec2):
+    model, template = make_model(tiny_wav2vec2, decoder_layers=1)
+    audio, _ = clip(650, template=template)
+    out = model.generate(audio, template, torch.eye(3)[:1])
+    assert out.shape == (1, 650, template.shape[1]) and torch.isfinite(out).all()
+
+
+def test_hubert_encoder_and_width_from_its_config(tiny_hubert):
+    model, template = make_model(tiny_hubert, ratio=2)
+    assert model.config.audio_hidden == 32
+    audio, motion = clip(8, template=template)
+    assert model(audio, motion, template, None)["vertices"].shape == motion.shape
+    assert not any(p.requires_grad for p in model.audio.model.feature_extractor.parameters())
+
+
+@pytest.mark.parametrize("ablation", ABLATIONS)
+def test_ablations_build_and_train(tiny_wav2vec2, ablation):
+    vertices, faces = tiny_mesh()
+    config = tiny_config(vertices, tiny_wav2vec2).with_ablations([ablation])
+    model = PTalker(config, load_speech_model(str(tiny_wav2vec2)), torch.from_numpy(mesh_edges(faces, len(vertices))))
+    template = torch.from_numpy(vertices.reshape(1, -1))
+    audio, motion = clip(10, template=template)
+    terms = compute_losses(model(audio, motion, template, torch.eye(3)[:1]), motion, config, torch.tensor([0]),
+                           torch.arange(5), None, model.contrast_scale)
+    terms["total"].backward()
+    assert torch.isfinite(terms["total"])
+    if ablation == "faceformer":
+        assert len(model.decoder) == 1 and model.spatial.gat is None and model.content_encoder is None
+        assert set(terms) == {"rec", "total"}
+    if ablation == "no_style":
+        assert "orth_audio" not in terms and "topk" in terms
+    if ablation == "no_feature":
+        assert "topk" not in terms and "kl" not in terms and "orth_audio" in terms
+    if ablation == "no_spatial":
+        assert model.spatial.gat is None
+    if ablation == "no_temporal":
+        assert not model.decoder[0].cross_attn.aligned
+
+
+@pytest.mark.parametrize("mesh_file,ratio", [("flame/FLAME_sample.ply", 1), ("biwi/BIWI.ply", 2)])
+def test_real_templates(tiny_wav2vec2, mesh_file, ratio):
+    vertices, faces = read_mesh(shared_file(mesh_file))
+    model, template = make_model(tiny_wav2vec2, ratio, mesh=(vertices, faces), decoder_layers=1)
+    model.train()
+    audio, motion = clip(6, template=template)
+    out = model(audio, motion, template, torch.eye(3)[:1])
+    assert out["vertices"].shape == (1, 6, vertices.size)
+    out["vertices"].pow(2).mean().backward()
+    assert model.spatial.gat[0].lin.weight.grad.abs().sum() > 0
