@@ -102,7 +102,7 @@ def train(model: PTalker, train_set: TalkingFaceDataset, val_set: TalkingFaceDat
         start_epoch, best = extra["epoch"] + 1, extra["best_val"]
         rng.setstate(extra["python_rng"])
         torch.set_rng_state(extra["torch_rng"])
-        print(f"resuming after epoch {extra['epoch']} (best validation loss {best:.6g})")
+        print(f"resuming after epoch {extra['epoch']} (best validation loss {best:.6g})", file=sys.stderr)
     lengths = [train_set.frames(i) for i in range(len(train_set))]
     lip_ids = None if lip_ids is None else lip_ids.to(device)
     for epoch in range(start_epoch, settings.max_epoch + 1):

@@ -1,0 +1,125 @@
+"""main.py end to end on tiny datasets: the original command line, resume, checkpoints, errors."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT
+from ptalker.checkpoint import load_checkpoint
+from synthetic import write_dataset
+
+TINY = ["--decoder_layers", "1", "--motion_layers", "1", "--motion_conv_layers", "1", "--style_dim", "16",
+        "--gat_dim", "4", "--feature_dim", "16"]
+
+
+def run_main(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def vocaset_like(tmp_path_factory) -> Path:
+    # 60 fps capture kept every second frame, audio interpolated to 30 fps
+    return write_dataset(tmp_path_factory.mktemp("data") / "VOCASET", ["S1", "S2", "S3", "S4"], range(1, 5),
+                         fps=30, capture_stride=2, seconds=0.8)
+
+
+@pytest.fixture(scope="module")
+def biwi_like(tmp_path_factory) -> Path:
+    # 25 fps, two audio steps per frame; BIWI's sentence ranges 1-32 / 33-36 / 37-40
+    return write_dataset(tmp_path_factory.mktemp("data") / "BIWI", ["F2", "M3"], [1, 2, 33, 37], fps=25,
+                         seconds=0.8)
+
+
+def vocaset_command(root: Path, encoder: Path, *extra: str) -> list[str]:
+    return ["--dataset", str(root), "--vertice_dim", "126", "--period", "30",
+            "--train_subjects", "S1 S2", "--val_subjects", "S3", "--test_subjects", "S4",
+            "--train_sentences", "1-4", "--val_sentences", "1-2", "--test_sentences", "3-4",
+            "--audio_model", str(encoder), "--lip_mask", "regions/lve.txt", "--upper_face_mask", "regions/fdd.txt",
+            *TINY, *extra]
+
+
+def test_vocaset_like_train_test_and_resume(vocaset_like, tiny_wav2vec2):
+    done = run_main(*vocaset_command(vocaset_like, tiny_wav2vec2, "--max_epoch", "2"))
+    assert done.returncode == 0, done.stderr
+    results = sorted(p.name for p in (vocaset_like / "result").glob("*.npy"))
+    # the unseen test speaker is animated under every training condition
+    assert results == [f"S4_sentence0{s}_condition_{c}.npy" for s in (3, 4) for c in ("S1", "S2")]
+    prediction = np.load(vocaset_like / "result" / results[0])
+    gt = np.load(vocaset_like / "vertices_npy" / "S4_sentence03.npy")[::2]
+    assert prediction.shape == gt.shape and prediction.dtype == np.float32
+    assert "LVE (x1e-5)" in done.stdout and (vocaset_like / "result" / "metrics.csv").is_file()
+    assert "epoch 2" in done.stderr and "val" in done.stderr
+
+    model, state = load_checkpoint(vocaset_like / "save" / "vocaset.pth")
+    assert state["train_subjects"] == ["S1", "S2"] and state["config"]["vertice_dim"] == 126
+    assert state["faces"].shape[1] == 3 and set(state["templates"]) == {"S1", "S2", "S3", "S4"}
+
+    resumed = run_main(*vocaset_command(vocaset_like, tiny_wav2vec2, "--max_epoch", "3", "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch 2" in resumed.stderr and "epoch 3" in resumed.stderr
+
+
+def test_checkpoint_save_load_gives_identical_predictions(vocaset_like, tiny_wav2vec2, tmp_path):
+    from ptalker.checkpoint import save_checkpoint
+
+    model, state = load_checkpoint(vocaset_like / "save" / "vocaset.pth")
+    torch.nn.init.normal_(model.head.weight, std=0.05)   # make predictions depend on the weights
+    audio, template = torch.randn(1, 8000), state["templates"]["S1"].reshape(1, -1)
+    before = model.generate(audio, template, torch.eye(2)[:1])
+    path = tmp_path / "copy.pth"
+    save_checkpoint(path, model, state["train_subjects"], state["faces"].numpy(),
+                    {k: v.numpy() for k, v in state["templates"].items()})
+    reloaded, _ = load_checkpoint(path)
+    assert torch.equal(reloaded.generate(audio, template, torch.eye(2)[:1]), before)
+
+
+def test_biwi_like_pairs_alignment_and_seen_test_subjects(biwi_like, tiny_wav2vec2):
+    done = run_main("--dataset", str(biwi_like), "--vertice_dim", "126", "--feature_dim", "16", "--period", "25",
+                    "--train_subjects", "F2 M3", "--val_subjects", "F2 M3", "--test_subjects", "F2 M3",
+                    "--max_epoch", "1", "--audio_model", str(tiny_wav2vec2), *TINY[:-2])
+    assert done.returncode == 0, done.stderr
+    # seen speakers are animated under their own condition; LVE in BIWI's units
+    assert sorted(p.name for p in (biwi_like / "result").glob("*.npy")) == [
+        "F2_sentence37_condition_F2.npy", "M3_sentence37_condition_M3.npy"]
+    assert "LVE (x1e-4)" in done.stdout
+    _, state = load_checkpoint(biwi_like / "save" / "biwi.pth")
+    assert state["config"]["audio_frames_per_frame"] == 2 and state["config"]["fps"] == 25
+
+
+@pytest.mark.parametrize("change,message", [
+    (["--dataset", "/nonexistent/folder"], "dataset folder not found"),
+    (["--train_subjects", "S1 S9"], "unknown subject(s) S9"),
+    (["--vertice_dim", "999"], "but --vertice_dim is 999"),
+])
+def test_one_line_errors(vocaset_like, tiny_wav2vec2, change, message):
+    command = vocaset_command(vocaset_like, tiny_wav2vec2, "--max_epoch", "1")
+    flag = change[0]
+    command[command.index(flag) + 1] = change[1]
+    done = run_main(*command)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and message in lines[-1], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_wav_without_vertices_and_corrupt_checkpoint(tmp_path, tiny_wav2vec2):
+    root = write_dataset(tmp_path / "VOCASET", ["S1", "S2"], range(1, 3), fps=30, capture_stride=2, seconds=0.5)
+    (root / "vertices_npy" / "S1_sentence01.npy").unlink()
+    command = ["--dataset", str(root), "--vertice_dim", "126", "--train_subjects", "S1", "--val_subjects", "S2",
+               "--test_subjects", "S2",
+               "--train_sentences", "1-2", "--val_sentences", "1-1", "--test_sentences", "2-2",
+               "--audio_model", str(tiny_wav2vec2), "--max_epoch", "1", *TINY]
+    done = run_main(*command)
+    assert done.returncode == 2 and "S1_sentence01.wav has no vertices" in done.stderr
+    (root / "wav" / "S1_sentence01.wav").unlink()
+    (root / "save").mkdir()
+    (root / "save" / "vocaset.pth").write_bytes(b"not a checkpoint")
+    done = run_main(*command, "--test_only")
+    assert done.returncode == 2 and "corrupt or not a checkpoint" in done.stderr
+    assert "Traceback" not in done.stderr
