@@ -1,0 +1,92 @@
+"""Animate speech with a trained PTalker: any audio file (or a folder of them) -> predicted vertices
+`<result_path>/<stem>.npy` (T, V*3) and a video with the speech `<output_path>/<stem>.mp4`.
+
+    python demo.py                       # the bundled model and sample, when present
+    python demo.py --model_name vocaset --wav_path demo/wav/test.wav --dataset vocaset \
+        --condition FaceTalk_170913_03279_TA --subject FaceTalk_170809_00138_TA
+
+The model's config comes from the checkpoint: --vertice_dim, --feature_dim, --period, --fps and
+--train_subjects may be given (as in the training command) and must then agree with it.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ptalker.errors import UserError
+
+ROOT = Path(__file__).resolve().parent
+# used when no model / no audio is named; relative to this folder
+BUNDLED_MODEL = Path("demo/models/synthtalk.pth")
+BUNDLED_WAV = Path("demo/wav/synthtalk_sample.wav")
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """`800` or `1024x768` -> (width, height)."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 16:
+        raise argparse.ArgumentTypeError(f"expected N or WxH (at least 16), got {text!r}")
+    return parts[0], parts[1]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="PTalker demo: speech -> 3D face animation (.npy and mp4).")
+    p.add_argument("--wav_path", default=None,
+                   help=f"audio file (wav, mp3, flac, ... any rate, mono or stereo) or a folder of them "
+                        f"(default: {BUNDLED_WAV})")
+    p.add_argument("--checkpoint", default=None,
+                   help="model file (default: <dataset>/save/<model_name>.pth, then <dataset>/<model_name>.pth; "
+                        f"with neither --dataset nor --model_name: {BUNDLED_MODEL})")
+    p.add_argument("--dataset", default=None, help="vocaset, BIWI or a dataset folder: where the checkpoint is")
+    p.add_argument("--model_name", default=None, help="checkpoint name (default: the dataset's name)")
+    p.add_argument("--condition", default=None,
+                   help="speaking style of a training subject; 'none' = unseen speaker (style from the audio); "
+                        "default: the first training subject, or none with --reference_motion")
+    p.add_argument("--unseen", action="store_true", help="same as --condition none")
+    p.add_argument("--reference_motion", default=None,
+                   help=".npy of absolute vertices (T, V*3) or (T, V, 3) whose motion style to copy")
+    p.add_argument("--subject", default=None,
+                   help="whose face to animate: a template stored in the checkpoint "
+                        "(default: the first --test_subjects, else the condition subject)")
+    p.add_argument("--template", default=None, help=".ply/.obj neutral face with the checkpoint's vertex order")
+    p.add_argument("--result_path", type=Path, default=ROOT / "demo" / "result", help="folder of the .npy outputs")
+    p.add_argument("--output_path", type=Path, default=ROOT / "demo" / "output",
+                   help="folder of the videos and exported meshes")
+    p.add_argument("--no_render", action="store_true", help="write the vertices only, no video")
+    p.add_argument("--export", choices=("ply", "obj"), default=None,
+                   help="also write the meshes to <output_path>/<stem>/frame_00000.<fmt> ...")
+    p.add_argument("--resolution", type=parse_resolution, default=(800, 800), help="video size: N or WxH")
+    p.add_argument("--batch_size", type=int, default=8, help="clips of equal length animated together")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of torch (default: torch's choice; 1 is often fastest on a busy machine)")
+    # flags of the training command, checked against the checkpoint when given
+    p.add_argument("--vertice_dim", type=int, default=None)
+    p.add_argument("--feature_dim", type=int, default=None)
+    p.add_argument("--period", type=int, default=None)
+    p.add_argument("--fps", type=int, default=None, help="motion frame rate (default: the checkpoint's)")
+    p.add_argument("--train_subjects", default=None, help="space-separated; must be the checkpoint's")
+    p.add_argument("--test_subjects", default=None, help="space-separated; the first is the default --subject")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        from ptalker.inference import run_demo
+
+        run_demo(args, ROOT / BUNDLED_MODEL, ROOT / BUNDLED_WAV)
+    except UserError as exc:
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
