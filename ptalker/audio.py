@@ -19,10 +19,17 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
     try:
         data, rate = soundfile.read(path, dtype="float32", always_2d=True)
         return data, rate
-    except Exception:  # formats libsndfile lacks: let librosa's audioread backends try
+    except Exception as first:  # formats libsndfile lacks: let librosa's audioread backends try
+        import warnings
+
         import librosa
 
-        data, rate = librosa.load(path, sr=None, mono=False)
+        with warnings.catch_warnings():   # librosa warns before failing; the caller reports one line
+            warnings.simplefilter("ignore")
+            try:
+                data, rate = librosa.load(path, sr=None, mono=False)
+            except Exception:
+                raise first from None
         return np.atleast_2d(data).T.astype(np.float32), rate
 
 

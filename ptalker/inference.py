@@ -12,7 +12,6 @@ import os
 import shutil
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -203,10 +202,7 @@ def audio_inputs(path: str | os.PathLike) -> list[Path]:
 
 def load_speech(path: str | os.PathLike) -> np.ndarray:
     """load_audio, refusing clips too short for the speech model."""
-    # decoder fallbacks warn on their way to a clean UserError; a failure must stay one line
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        speech = load_audio(path)
+    speech = load_audio(path)
     if len(speech) < MIN_SAMPLES:
         raise UserError(f"audio {path} is {len(speech) / SAMPLE_RATE * 1000:.1f} ms long: "
                         f"at least {MIN_SAMPLES / SAMPLE_RATE * 1000:.0f} ms of speech is needed")
