@@ -1,0 +1,205 @@
+"""The SynthTalk corpus: speakers, sentences, and writing the standard dataset layout."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from ptalker.errors import UserError
+from ptalker.fileio import atomic_path, save_npy, save_pickle, save_wav
+from ptalker.mesh import load_templates, write_mesh
+
+from .face import Face, FaceShape, build_face
+from .motion import SpeakingStyle, animate
+from .speech import Synthesizer, Voice
+
+FPS = 30
+MANIFEST = "synthtalk.json"
+
+SENTENCES = (
+    "The blue boat drifted slowly past the old wooden pier.",
+    "My brother baked a warm apple pie for the whole family.",
+    "Five quiet foxes jumped over the frozen river at dawn.",
+    "Could you move the heavy box onto the bottom shelf?",
+    "We watched the moon rise above the misty mountains.",
+    "Thirty thousand people waited patiently outside the museum.",
+    "She sells fresh peaches and plums at the Sunday market.",
+    "Open the window, the room smells of burnt toast.",
+    "Bob promised to paint the fence purple before May.",
+    "A yellow balloon floated away over the busy square.",
+    "The teacher asked us to explain the puzzle in our own words.",
+    "Rain poured down while the orchestra played its final piece.",
+    "Who would have thought that the map was upside down?",
+    "Maybe we should buy more bread and milk on the way home.",
+    "The children laughed as the puppy chased its own tail.",
+    "Every morning he runs along the beach with his dog.",
+    "Please remember to lock the back door before you leave.",
+    "Our neighbour grows enormous pumpkins behind the garage.",
+    "The pilot announced a short delay because of the storm.",
+    "I never imagined that a small mistake could cost so much.",
+    "Warm soup is perfect on a cold and windy evening.",
+    "The museum opens at nine and closes at half past five.",
+    "Mix the butter, sugar and flour in a large bowl.",
+    "Why do owls hoot so loudly in the middle of the night?",
+    "The bus was packed, so we walked the last mile.",
+    "Photographs of the ocean covered every wall of her room.",
+    "Thank you for the beautiful flowers and the kind message.",
+    "The mechanic fixed the broken engine in about an hour.",
+    "Please pass me the pepper and a piece of bread.",
+    "Autumn leaves gathered in piles beneath the maple tree.",
+    "He measured the room twice before buying the new carpet.",
+    "Move quickly, the movie begins in five minutes.",
+    "The scientist published a short paper about bumblebees.",
+    "Boiling water can burn your hands, so be careful.",
+    "My grandmother keeps her old letters in a metal box.",
+    "The tiny robot rolled across the floor and beeped twice.",
+    "We booked a room with a view of the harbour.",
+    "Violins and trumpets filled the hall with joyful music.",
+    "Nobody knew where the mysterious blue envelope came from.",
+    "Pack your boots, we are hiking up the mountain tomorrow.",
+)
+
+# espeak-ng voice + variant per speaker; further speakers reuse them with other pitch and rate.
+VOICE_VARIANTS = ("en-us+m3", "en+f2", "en-gb-x-rp+m1", "en-us+f4", "en-gb-scotland+m7", "en-029+f1",
+                  "en-us+m5", "en+f3")
+
+
+@dataclass(frozen=True)
+class Speaker:
+    name: str
+    voice: Voice
+    style: SpeakingStyle
+    shape: FaceShape
+
+
+def make_speakers(count: int, seed: int) -> list[Speaker]:
+    """Speakers synth01.., each with its own voice, speaking style and face; deterministic for a seed."""
+    speakers = []
+    for index in range(count):
+        rng = np.random.default_rng([seed, 1, index])
+        voice = Voice(VOICE_VARIANTS[index % len(VOICE_VARIANTS)], pitch=int(rng.integers(35, 66)),
+                      rate=int(rng.integers(150, 186)), range=int(rng.integers(35, 81)))
+        speakers.append(Speaker(f"synth{index + 1:02d}", voice, SpeakingStyle.random(rng), FaceShape.random(rng)))
+    return speakers
+
+
+def sequence_name(speaker: str, sentence: int) -> str:
+    return f"{speaker}_sentence{sentence:02d}"
+
+
+@lru_cache(maxsize=None)
+def _face(shape: FaceShape) -> Face:
+    return build_face(shape)
+
+
+@lru_cache(maxsize=1)
+def _synthesizer() -> Synthesizer:
+    return Synthesizer()
+
+
+def synthesize(speaker: Speaker, speaker_index: int, sentence: int, seed: int):
+    """One sequence -> (int16 audio, sample rate, (frames, V*3) float32 vertices)."""
+    utterance = _synthesizer().speak(SENTENCES[sentence - 1], speaker.voice)
+    rng = np.random.default_rng([seed, 2, speaker_index, sentence])
+    controls = animate(utterance, speaker.style, rng, FPS)
+    vertices = _face(speaker.shape).pose(controls)
+    return utterance.audio, utterance.sample_rate, vertices.reshape(len(vertices), -1)
+
+
+def _write_sequence(out: str, speaker_index: int, sentence: int, count: int, seed: int) -> tuple[str, float]:
+    speaker = make_speakers(count, seed)[speaker_index]
+    name = sequence_name(speaker.name, sentence)
+    audio, rate, vertices = synthesize(speaker, speaker_index, sentence, seed)
+    save_npy(Path(out) / "vertices_npy" / f"{name}.npy", vertices)
+    save_wav(Path(out) / "wav" / f"{name}.wav", audio, rate)
+    return name, len(audio) / rate
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def _check_manifest(out: Path, seed: int) -> dict:
+    path = out / MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from exc
+    if manifest.get("seed") != seed:
+        raise UserError(f"{out} holds a SynthTalk corpus made with --seed {manifest.get('seed')}, not {seed}: "
+                        "use that seed, another --out, or delete the folder's generated files")
+    return manifest
+
+
+@dataclass
+class Summary:
+    written: int
+    skipped: int
+    seconds: float
+    audio_seconds: float
+
+
+def generate(out: str | os.PathLike, speakers: int = 8, sentences: int = 40, seed: int = 0, workers: int = 1,
+             progress: bool = True) -> Summary:
+    """Write (or complete) a corpus in the standard layout; finished sequences are kept as they are."""
+    from tqdm import tqdm
+
+    if not 1 <= sentences <= len(SENTENCES):
+        raise UserError(f"--sentences must be 1..{len(SENTENCES)}, got {sentences}")
+    if speakers < 1:
+        raise UserError(f"--speakers must be at least 1, got {speakers}")
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
+    out = Path(out)
+    started = time.perf_counter()
+    manifest = _check_manifest(out, seed)
+    roster = make_speakers(speakers, seed)
+    _synthesizer()   # fail early, before any file is written, when espeak-ng is missing
+
+    base = build_face()
+    write_mesh(out / "templates" / "face.ply", base.vertices, base.faces)
+    _write_text(out / "regions" / "lve.txt", ", ".join(map(str, base.regions["lips"])) + "\n")
+    _write_text(out / "regions" / "fdd.txt", ", ".join(map(str, base.regions["upper_face"])) + "\n")
+    templates_path = out / "templates.pkl"
+    templates = load_templates(templates_path) if templates_path.is_file() else {}
+    templates.update({s.name: _face(s.shape).vertices for s in roster})
+    save_pickle(templates_path, templates)
+    manifest_speakers = manifest.get("speakers", {})
+    manifest_speakers.update({s.name: {"voice": asdict(s.voice), "style": s.style.as_dict(),
+                                       "shape": {k: round(v, 4) for k, v in asdict(s.shape).items()}}
+                              for s in roster})
+    manifest.update(seed=seed, fps=FPS, speakers=manifest_speakers,
+                    sentences={f"{i:02d}": text for i, text in enumerate(SENTENCES, 1)})
+    _write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+
+    todo, skipped = [], 0
+    for index, speaker in enumerate(roster):
+        for sentence in range(1, sentences + 1):
+            name = sequence_name(speaker.name, sentence)
+            if (out / "wav" / f"{name}.wav").is_file() and (out / "vertices_npy" / f"{name}.npy").is_file():
+                skipped += 1
+            else:
+                todo.append((str(out), index, sentence, speakers, seed))
+    audio_seconds = 0.0
+    with tqdm(total=len(todo), desc="SynthTalk", unit="seq", disable=not progress) as bar:
+        if workers == 1 or len(todo) <= 1:
+            for task in todo:
+                audio_seconds += _write_sequence(*task)[1]
+                bar.update()
+        else:
+            # spawn: every worker loads its own libespeak-ng, which keeps global state
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                for _, seconds in pool.map(_write_sequence, *zip(*todo), chunksize=4):
+                    audio_seconds += seconds
+                    bar.update()
+    return Summary(len(todo), skipped, time.perf_counter() - started, audio_seconds)

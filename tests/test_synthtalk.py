@@ -1,0 +1,202 @@
+"""SynthTalk: the procedural face and its rig, espeak-ng driven motion, and the corpus layout."""
+from __future__ import annotations
+
+import ctypes.util
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ptalker.errors import UserError
+from SynthTalk.face import CONTROLS, FaceShape, build_face
+
+ROOT = Path(__file__).resolve().parent.parent
+needs_espeak = pytest.mark.skipif(ctypes.util.find_library("espeak-ng") is None,
+                                  reason="libespeak-ng is not installed (apt-get install espeak-ng)")
+
+
+@pytest.fixture(scope="module")
+def face():
+    return build_face()
+
+
+def test_face_is_deterministic_and_valid(face):
+    import trimesh
+
+    again = build_face()
+    np.testing.assert_array_equal(face.vertices, again.vertices)
+    np.testing.assert_array_equal(face.faces, again.faces)
+    v, f = face.vertices, face.faces
+    assert 2000 <= len(v) <= 5000
+    assert v.dtype == np.float32 and np.isfinite(v).all()
+    assert f.min() == 0 and f.max() == len(v) - 1
+    size = v.max(axis=0) - v.min(axis=0)
+    assert 0.12 < size[0] < 0.2 and 0.2 < size[1] < 0.35 and 0.15 < size[2] < 0.25   # metres
+    mesh = trimesh.Trimesh(v, f, process=False)
+    assert (mesh.area_faces > 0).all()
+    for body in mesh.split(only_watertight=False):
+        assert body.is_watertight and body.is_winding_consistent and body.volume > 0
+    nose_tip = v[np.argmax(v[:, 2])]
+    assert abs(nose_tip[0]) < 1e-3 and -0.03 < nose_tip[1] < 0.0    # faces +z, nose on the midline
+
+
+def test_identities_share_topology(face):
+    other = build_face(FaceShape.random(np.random.default_rng(3)))
+    np.testing.assert_array_equal(other.faces, face.faces)
+    assert other.vertices.shape == face.vertices.shape
+    assert np.abs(other.vertices - face.vertices).max() > 1e-3
+    for name, ids in face.regions.items():
+        np.testing.assert_array_equal(other.regions[name], ids)
+
+
+def test_regions(face):
+    lips, upper = face.regions["lips"], face.regions["upper_face"]
+    assert len(lips) > 100 and len(upper) > 300
+    assert not np.intersect1d(lips, upper).size
+    assert np.isin(face.mouth_pairs, lips).all()
+    assert np.isin(face.regions["eyelids"], upper).all()
+    # lips sit low and in front, the upper face high
+    assert face.vertices[lips, 1].max() < face.vertices[upper, 1].min()
+
+
+def _moved(face, **controls):
+    return np.linalg.norm(face.pose(controls)[0] - face.vertices, axis=1)
+
+
+def test_rig_controls_move_their_regions(face):
+    rest = face.vertices
+    upper_lip, lower_lip = face.mouth_pairs[:, 0], face.mouth_pairs[:, 1]
+    forehead, lids = face.regions["forehead"], face.regions["eyelids"]
+
+    opened = face.pose({"jaw_open": 1.0})[0]
+    assert (rest[lower_lip, 1] - opened[lower_lip, 1]).max() > 0.012
+    assert np.abs(opened[upper_lip] - rest[upper_lip]).max() < 0.002
+    assert _moved(face, jaw_open=1.0)[forehead].max() < 1e-5
+    assert _moved(face, jaw_open=1.0)[lids].max() < 1e-6
+
+    blink = _moved(face, blink=1.0)
+    assert blink[lids].max() > 0.005
+    assert blink[face.regions["lips"]].max() < 1e-6
+
+    brow = face.pose({"brow_raise": 1.0})[0]
+    assert (brow[forehead, 1] - rest[forehead, 1]).max() > 0.004
+    assert _moved(face, brow_raise=1.0)[face.regions["lips"]].max() < 1e-6
+
+    for name in ("lip_round", "lip_spread", "upper_lip_raise", "lower_lip_tuck", "smile", "mouth_left"):
+        moved = _moved(face, **{name: 1.0})
+        assert moved[face.regions["lips"]].max() > 0.002, name
+        assert moved[forehead].max() < 1e-6, name
+
+    # pressing seals the lips whatever the jaw does; the rest pose is closed too
+    assert face.lip_gap(face.pose({"jaw_open": 0.6}))[0] > 0.008
+    assert face.lip_gap(face.pose({"jaw_open": 0.6, "lip_press": 1.0}))[0] < 1e-6
+    assert face.lip_gap(rest[None])[0] < 1e-9
+
+    turned = face.pose({"head_yaw": 0.2})[0]
+    assert np.abs(turned - rest)[face.regions["forehead"], 0].max() > 0.01
+    neck_bottom = rest[:, 1] < rest[:, 1].min() + 1e-6
+    np.testing.assert_allclose(turned[neck_bottom], rest[neck_bottom], atol=1e-7)
+
+
+def test_pose_checks_controls(face):
+    assert face.pose({name: np.zeros(3) for name in CONTROLS}).shape == (3, len(face.vertices), 3)
+    with pytest.raises(KeyError):
+        face.pose({"jaw": 1.0})
+    with pytest.raises(ValueError):
+        face.pose({"jaw_open": np.zeros(3), "blink": np.zeros(4)})
+
+
+@needs_espeak
+def test_lip_opening_follows_vowels(face):
+    from SynthTalk.motion import SpeakingStyle, animate
+    from SynthTalk.speech import Synthesizer, Voice
+    from SynthTalk.visemes import is_vowel, visemes_for
+
+    utterance = Synthesizer().speak("Bob bought a map, but the old blue boat moved away.", Voice("en-us+m3"))
+    assert utterance.sample_rate > 8000 and len(utterance.audio) > utterance.sample_rate
+    assert [w.text for w in utterance.words][:3] == ["Bob", "bought", "a"]
+    starts = [p.start for p in utterance.phones]
+    assert starts == sorted(starts) and utterance.phones[-1].end <= utterance.duration + 1e-9
+
+    style = SpeakingStyle()
+    controls = animate(utterance, style, np.random.default_rng(0))
+    gap = face.lip_gap(face.pose(controls))
+    assert len(gap) == round(utterance.duration * 30)
+    vowel, bilabial, label = [], [], np.zeros(len(gap))
+    for phone in utterance.phones:
+        frame = int(round(((phone.start + phone.end) / 2 - style.lead) * 30))
+        if is_vowel(phone.symbol):
+            vowel.append(gap[frame])
+            label[frame] = 1
+        elif visemes_for(phone.symbol) == ("PBM",):
+            bilabial.append(gap[frame])
+            label[frame] = -1
+    assert len(bilabial) >= 6 and max(bilabial) < 0.001          # p/b/m close the lips
+    assert np.mean(vowel) > 0.004                                 # vowels open them visibly
+    scored = label != 0
+    assert np.corrcoef(gap[scored], label[scored] > 0)[0, 1] > 0.5
+
+
+def _layout_ok(out: Path, names: list[str]) -> dict[str, np.ndarray]:
+    import soundfile
+
+    from ptalker.mesh import load_templates, read_mesh
+
+    vertices, faces = read_mesh(out / "templates" / "face.ply")
+    templates = load_templates(out / "templates.pkl")
+    assert sorted(templates) == sorted({n.split("_")[0] for n in names})
+    assert all(t.shape == vertices.shape for t in templates.values())
+    for region in ("lve", "fdd"):
+        ids = np.array([int(i) for i in (out / "regions" / f"{region}.txt").read_text().split(",")])
+        assert ids.min() >= 0 and ids.max() < len(vertices)
+    arrays = {}
+    for name in names:
+        info = soundfile.info(str(out / "wav" / f"{name}.wav"))
+        motion = np.load(out / "vertices_npy" / f"{name}.npy")
+        assert motion.dtype == np.float32 and motion.shape[1] == vertices.size
+        assert abs(len(motion) - info.frames / info.samplerate * 30) <= 1
+        arrays[name] = motion
+    leftovers = [p for p in out.rglob("*") if p.name.startswith(".")]
+    assert not leftovers, leftovers
+    return arrays
+
+
+@needs_espeak
+def test_make_dataset_layout_skip_and_determinism(tmp_path):
+    from SynthTalk.corpus import generate
+
+    names = [f"synth0{s}_sentence0{k}" for s in (1, 2) for k in (1, 2)]
+    out = tmp_path / "synth"
+    summary = generate(out, speakers=2, sentences=2, seed=7, progress=False)
+    assert (summary.written, summary.skipped) == (4, 0)
+    first = _layout_ok(out, names)
+    with open(out / "templates.pkl", "rb") as f:
+        templates = pickle.load(f)
+    assert np.abs(templates["synth01"] - templates["synth02"]).max() > 1e-3   # own neutral faces
+
+    stamp = (out / "vertices_npy" / f"{names[0]}.npy").stat().st_mtime_ns
+    again = generate(out, speakers=2, sentences=2, seed=7, progress=False)
+    assert (again.written, again.skipped) == (0, 4)
+    assert (out / "vertices_npy" / f"{names[0]}.npy").stat().st_mtime_ns == stamp
+    with pytest.raises(UserError, match="seed"):
+        generate(out, speakers=2, sentences=2, seed=8, progress=False)
+
+    # The CLI with worker processes writes the same corpus for the same seed.
+    other = tmp_path / "cli"
+    result = subprocess.run([sys.executable, str(ROOT / "SynthTalk" / "make_dataset.py"), "--out", str(other),
+                             "--speakers", "2", "--sentences", "2", "--seed", "7", "--workers", "2"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    second = _layout_ok(other, names)
+    for name in names:
+        np.testing.assert_array_equal(first[name], second[name])
+        assert (out / "wav" / f"{name}.wav").read_bytes() == (other / "wav" / f"{name}.wav").read_bytes()
+
+
+def test_make_dataset_rejects_bad_flags(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "SynthTalk" / "make_dataset.py"), "--out", str(tmp_path),
+                             "--sentences", "41"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "--sentences" in result.stderr
