@@ -28,7 +28,7 @@ def ffmpeg_exe() -> str:
 
 
 def _rate(fps: float) -> str:
-    """fps as an exact ffmpeg rational (29.97 -> 30000/1001)."""
+    """fps as an ffmpeg rational (30 -> 30/1, 29.97 -> 2997/100), so no rounding to an integer."""
     rate = Fraction(fps).limit_denominator(1001)
     return f"{rate.numerator}/{rate.denominator}"
 
@@ -71,7 +71,7 @@ class _PipeFeeder:
             if self._error is None:
                 try:
                     self._pipe.write(memoryview(frame).cast("B"))
-                except (BrokenPipeError, OSError) as exc:
+                except OSError as exc:  # ffmpeg exited (e.g. undecodable audio)
                     self._error = exc  # keep draining so the producer never blocks forever
 
     def write(self, frame: np.ndarray) -> None:
@@ -82,7 +82,7 @@ class _PipeFeeder:
     def finish(self) -> None:
         self._queue.put(None)
         self._thread.join()
-        with contextlib.suppress(BrokenPipeError, OSError):
+        with contextlib.suppress(OSError):
             self._pipe.close()
         if self._error is not None:
             raise self._error
@@ -92,7 +92,8 @@ class _PipeFeeder:
 def open_video(out_path: str | os.PathLike, width: int, height: int, fps: float,
                audio_path: str | os.PathLike | None = None, num_frames: int | None = None,
                crf: int = 18, preset: str = "veryfast") -> Iterator[Callable[[np.ndarray], None]]:
-    """Yield `write(frame)` taking (height, width, 3) uint8 C-contiguous RGB frames.
+    """Yield `write(frame)` taking (height, width, 3) uint8 RGB frames. Frames are queued, not
+    copied: a frame must not be modified after it was written.
 
     The mp4 appears at `out_path` only when the block completes and ffmpeg succeeds; on any error
     (or interruption) ffmpeg is killed and the partial file removed.

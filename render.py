@@ -1,0 +1,138 @@
+"""Render predicted vertex sequences of a dataset to mp4 videos with their speech.
+
+    python render.py --dataset vocaset --vertice_dim 15069 --fps 30
+
+renders every `<dataset>/result/*.npy` to `<dataset>/output/<stem>.mp4`, with the audio of
+`<dataset>/wav/<name>.wav` (a prediction `<name>_condition_<subject>.npy` takes `<name>.wav`) and
+the faces of `<dataset>/templates/*.ply`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ptalker.datasets import resolve_dataset
+from ptalker.errors import UserError
+from ptalker.mesh import find_template_mesh, read_mesh
+from ptalker.render import render_sequence
+
+
+def sentence_name(stem: str) -> str:
+    """`<name>_condition_<subject>` -> `<name>`; other stems are the name itself."""
+    return stem.rsplit("_condition_", 1)[0] if "_condition_" in stem else stem
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """`800` or `1024x768` -> (width, height)."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 16:
+        raise argparse.ArgumentTypeError(f"expected N or WxH (at least 16), got {text!r}")
+    return parts[0], parts[1]
+
+
+def load_frames(path: Path, vertice_dim: int, what: str) -> np.ndarray:
+    """A .npy of (T, vertice_dim), (T, V, 3) or with a leading batch axis of 1 -> (T, vertice_dim),
+    memory-mapped: the data is read when rendered."""
+    if not path.is_file():
+        raise UserError(f"{what} file not found: {path}")
+    try:
+        array = np.load(path, mmap_mode="r")
+    except Exception as exc:  # numpy raises several types for malformed files
+        raise UserError(f"cannot read {what} {path}: {exc}") from exc
+    shape = array.shape
+    vertex_axes = 2 if len(shape) >= 3 and shape[-1] == 3 else 1
+    width = int(np.prod(shape[-vertex_axes:])) if len(shape) >= 2 else 0
+    frame_axes = [d for d in shape[:-vertex_axes] if d != 1]  # all but one must be batch axes of 1
+    if width != vertice_dim or len(frame_axes) > 1 or array.size == 0:
+        raise UserError(f"{what} {path} has shape {array.shape}: expected (frames, {vertice_dim}) "
+                        f"= {vertice_dim // 3} vertices x 3 (check --vertice_dim)")
+    return array.reshape(-1, vertice_dim)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", default="vocaset", help="vocaset, BIWI or a dataset folder")
+    parser.add_argument("--vertice_dim", type=int, default=None,
+                        help="values per frame (3 x vertices); default: the preset's or the template's")
+    parser.add_argument("--fps", type=float, default=None, help="video frame rate; default: the preset's")
+    parser.add_argument("--result_file", type=Path, default=None, help="render only this .npy")
+    parser.add_argument("--output_path", type=Path, default=None, help="default: <dataset>/output")
+    parser.add_argument("--wav_path", type=Path, default=None, help="default: <dataset>/wav")
+    parser.add_argument("--side_by_side", action="store_true",
+                        help="ground truth (<dataset>/vertices_npy/<name>.npy) | prediction")
+    parser.add_argument("--heatmap", action="store_true",
+                        help="colour the prediction by per-vertex distance to the ground truth")
+    parser.add_argument("--heatmap_max", type=float, default=None,
+                        help="distance shown as the top colour (mesh units); default: 99th percentile")
+    parser.add_argument("--resolution", type=parse_resolution, default=(800, 800), help="N or WxH per panel")
+    parser.add_argument("--antialias", action="store_true", help="4x multisampling: smoother edges, slower")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="render threads, each with its own GL context; default: 2 if 2 cores")
+    args = parser.parse_args(argv)
+    try:
+        render_dataset(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def render_dataset(args: argparse.Namespace) -> None:
+    preset = resolve_dataset(args.dataset)
+    folder = preset.folder
+    template_path = find_template_mesh(folder)
+    template, faces = read_mesh(template_path)
+    vertice_dim = args.vertice_dim or preset.vertice_dim or template.size
+    if vertice_dim != template.size:
+        raise UserError(f"--vertice_dim {vertice_dim} does not match {template_path} "
+                        f"({len(template)} vertices = {template.size} values)")
+    fps = args.fps or preset.fps
+    output_dir = args.output_path or folder / "output"
+    wav_dir = args.wav_path or folder / "wav"
+    if args.result_file is not None:
+        results = [args.result_file]
+    else:
+        result_dir = folder / "result"
+        if not result_dir.is_dir():
+            raise UserError(f"no result folder {result_dir}: run the prediction step first or pass --result_file")
+        results = sorted(result_dir.glob("*.npy"))
+        if not results:
+            raise UserError(f"no .npy predictions in {result_dir}")
+
+    # check every input before the first (slow) render, so a bad file fails the run at once
+    jobs = []
+    for path in results:
+        name = sentence_name(path.stem)
+        prediction = load_frames(path, vertice_dim, "prediction")
+        wav = wav_dir / f"{name}.wav"
+        if not wav.is_file():
+            raise UserError(f"audio for {path.name} not found: {wav} (see --wav_path)")
+        truth = None
+        if args.side_by_side or args.heatmap:
+            truth_path = folder / "vertices_npy" / f"{name}.npy"
+            truth = load_frames(truth_path, vertice_dim, "ground truth")[::preset.capture_stride]
+            if len(truth) != len(prediction):
+                frames = min(len(truth), len(prediction))
+                print(f"note: {path.name}: {len(prediction)} predicted and {len(truth)} ground-truth "
+                      f"frames; rendering the first {frames}", file=sys.stderr)
+                prediction, truth = prediction[:frames], truth[:frames]
+        jobs.append((path, prediction, truth, wav))
+
+    for path, prediction, truth, wav in jobs:
+        out = render_sequence(prediction, faces, output_dir / f"{path.stem}.mp4", fps, audio_path=wav,
+                              gt=truth, heatmap=args.heatmap, heatmap_max=args.heatmap_max,
+                              side_by_side=args.side_by_side, resolution=args.resolution,
+                              antialias=args.antialias, workers=args.workers)
+        print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
