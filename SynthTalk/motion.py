@@ -96,10 +96,9 @@ def animate(utterance: Utterance, style: SpeakingStyle, rng: np.random.Generator
         moment += max(0.8, rng.exponential(style.blink_interval))
     controls["blink"] = blink
 
-    for name, amplitude in (("head_pitch", 0.025), ("head_yaw", 0.035), ("head_roll", 0.012)):
-        wave = np.zeros(frames)
-        for _ in range(3):
-            wave += np.sin(2 * np.pi * rng.uniform(0.1, 0.7) * t + rng.uniform(0, 2 * np.pi)) / 3.0
-        controls[name] = style.head_motion * amplitude * wave
-    controls["head_pitch"] = controls["head_pitch"] + nod
+    # Only nods locked to stressed words: free head sway cannot be predicted from speech, and the
+    # captured corpora remove rigid head motion too.
+    controls["head_pitch"] = nod
+    controls["head_yaw"] = np.zeros(frames)
+    controls["head_roll"] = np.zeros(frames)
     return controls

@@ -56,11 +56,21 @@ BIWI = DatasetPreset(
     mask_source="regions/lve.txt and regions/fdd.txt are published with CodeTalker's BIWI metrics",
 )
 
-PRESETS = {"vocaset": VOCASET, "biwi": BIWI}
+SYNTHTALK_SPEAKERS = tuple(f"synth{i:02d}" for i in range(1, 7))
+SYNTHTALK = DatasetPreset(
+    # the generated corpus (SynthTalk/make_dataset.py); BIWI-like protocol: seen speakers, held-out sentences
+    name="SynthTalk", folder=ROOT / "SynthTalk", fps=30, capture_stride=1, audio_alignment="interpolate",
+    vertice_dim=None, feature_dim=64, period=30,
+    train_subjects=SYNTHTALK_SPEAKERS, val_subjects=SYNTHTALK_SPEAKERS, test_subjects=SYNTHTALK_SPEAKERS,
+    train_sentences=range(1, 33), val_sentences=range(33, 37), test_sentences=range(37, 41),
+    mask_source="regions/ is written by SynthTalk/make_dataset.py",
+)
+
+PRESETS = {"vocaset": VOCASET, "biwi": BIWI, "synthtalk": SYNTHTALK}
 
 
 def resolve_dataset(name_or_path: str | os.PathLike) -> DatasetPreset:
-    """`vocaset`/`VOCASET`/`BIWI`/`biwi` -> its preset; anything else -> a folder with the generic preset.
+    """`vocaset`/`VOCASET`/`BIWI`/`biwi`/`SynthTalk` -> its preset; anything else -> a folder with the generic preset.
 
     A path whose folder name is a known dataset (e.g. `/data/BIWI`) keeps that dataset's preset.
     """
