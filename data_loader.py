@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import pickle
 import random
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
 from ptalker.audio import SAMPLE_RATE, load_audio
@@ -194,12 +195,43 @@ def collate(items: list[dict]) -> dict:
 
 
 def length_batches(lengths: list[int], batch_size: int, rng: random.Random, shuffle: bool = True) -> list[list[int]]:
-    """Indices grouped into batches of similar length (little padding), batch order shuffled."""
+    """Indices bucketed into batches of similar length (little padding), batch order shuffled."""
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))
     batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
     if shuffle:
         rng.shuffle(batches)
     return batches
+
+
+class LengthBatchSampler(Sampler[list[int]]):
+    """Length-bucketed batches for a DataLoader's `batch_sampler`, split across data-parallel ranks.
+
+    The batches of an epoch depend only on (seed, epoch), so every rank builds the same list without
+    communicating and a resumed run replays an epoch exactly. Rank r takes batches r, r+world, ...;
+    the list is first padded by repeating its first batches so that every rank runs the same number
+    of steps (collective operations would otherwise wait forever on the rank with fewer)."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int = 0, rank: int = 0, world: int = 1,
+                 shuffle: bool = True):
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} outside a world of {world}")
+        self.lengths, self.batch_size, self.seed = list(lengths), batch_size, seed
+        self.rank, self.world, self.shuffle = rank, world, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(math.ceil(len(self.lengths) / self.batch_size) / self.world)
+
+    def __iter__(self):
+        batches = length_batches(self.lengths, self.batch_size, random.Random(f"{self.seed}:{self.epoch}"),
+                                 self.shuffle)
+        if not batches:
+            return iter([])
+        padded = (batches * self.world)[: len(self) * self.world]
+        return iter(padded[self.rank:: self.world])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,18 +3,27 @@ test split and score it (LVE / FDD / MVE).
 
     python main.py --dataset vocaset --vertice_dim 15069 --feature_dim 64 --period 30 \
         --train_subjects "..." --val_subjects "..." --test_subjects "..."
+
+Data-parallel on several GPUs (or CPU processes, gloo), one process each; rank 0 logs, saves and tests:
+
+    torchrun --nproc_per_node 4 main.py --dataset vocaset ... --batch_size 8 --amp bf16
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-import torch
-
-from models.config import ABLATIONS, PTalkerConfig
-from ptalker.datasets import resolve_dataset
+from models.config import ABLATIONS
 from ptalker.errors import UserError
+
+
+def _at_least(low: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,7 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fps", type=int, default=None, help="motion frame rate (VOCASET 30, BIWI 25)")
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
     p.add_argument("--max_epoch", type=int, default=100, help="training epochs")
-    p.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    p.add_argument("--gradient_accumulation_steps", type=_at_least(1), default=1,
+                   help="batches whose gradients are averaged into one optimiser step")
     p.add_argument("--wav_path", default="wav", help="speech folder, relative to the dataset folder")
     p.add_argument("--vertices_path", default="vertices_npy", help="motion folder, relative to the dataset folder")
     p.add_argument("--template_file", default="templates.pkl", help="templates pickle, relative to the dataset")
@@ -47,7 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ablation", nargs="*", default=[], choices=ABLATIONS,
                    help="switch off components: no_style no_spatial no_temporal no_feature; "
                         "faceformer = the FaceFormer-style baseline")
-    p.add_argument("--batch_size", type=int, default=1)
+    p.add_argument("--batch_size", type=_at_least(1), default=1,
+                   help="clips per batch, per process; clips of similar length are batched together")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--resume", action="store_true", help="continue the interrupted run from <model_name>_last.pth")
     p.add_argument("--test_only", action="store_true", help="skip training; test the saved best checkpoint")
@@ -60,6 +71,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--motion_conv_layers", type=int, default=6)
     p.add_argument("--style_dim", type=int, default=128)
     p.add_argument("--gat_dim", type=int, default=8)
+    # training at scale; multi-GPU: torchrun --nproc_per_node N main.py ...
+    p.add_argument("--amp", choices=("bf16", "fp16", "off"), default="off",
+                   help="mixed precision on CUDA (fp16 with loss scaling); ignored on the CPU")
+    p.add_argument("--grad_clip", type=float, default=0.0,
+                   help="clip the global gradient norm to this value; 0 (default, as the original recipe) is off")
+    p.add_argument("--lr_schedule", choices=("constant", "cosine"), default="constant",
+                   help="constant, or cosine decay to zero over --max_epoch (after the warm-up)")
+    p.add_argument("--warmup_steps", type=_at_least(0), default=0,
+                   help="optimiser steps of linear learning-rate warm-up")
+    p.add_argument("--num_workers", type=_at_least(0), default=0,
+                   help="DataLoader processes reading the training clips")
     return p.parse_args(argv)
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 
@@ -14,7 +13,7 @@ from .checkpoint import build_model, load_checkpoint
 from .datasets import DatasetPreset, resolve_dataset
 from .errors import UserError
 from .mesh import find_template_mesh, load_templates, read_mesh
-from .training import TrainSettings, train, write_test_predictions
+from .training import Parallel, TrainSettings, start_parallel, stop_parallel, train, write_test_predictions
 
 
 def pick_device(requested: str | None) -> str:
@@ -35,7 +34,7 @@ def _subjects(flag: str | None, default: tuple[str, ...], what: str) -> list[str
     return list(default)
 
 
-def _lip_ids(preset: DatasetPreset, args, num_vertices: int):
+def _lip_ids(preset: DatasetPreset, args, num_vertices: int, parallel: Parallel):
     """Region masks for the mouth loss and the metrics, or None (with a note) when absent."""
     from .metrics import load_region_masks
 
@@ -45,11 +44,21 @@ def _lip_ids(preset: DatasetPreset, args, num_vertices: int):
         masks.validate(num_vertices)
         return masks
     except UserError as exc:
-        print(f"note: {exc} — the mouth loss and LVE/FDD are off", file=sys.stderr)
+        parallel.say(f"note: {exc} — the mouth loss and LVE/FDD are off")
         return None
 
 
 def run(args: argparse.Namespace) -> None:
+    """One process, or one of torchrun's: every process trains, rank 0 alone tests while the others wait."""
+    parallel, device = start_parallel(pick_device(args.device))
+    try:
+        _run(args, parallel, device)
+        parallel.wait_for_all()
+    finally:
+        stop_parallel(parallel)
+
+
+def _run(args: argparse.Namespace, parallel: Parallel, device: str) -> None:
     preset = resolve_dataset(args.dataset)
     folder = preset.folder
     mesh_path = find_template_mesh(folder) if folder.is_dir() else None
@@ -68,21 +77,24 @@ def run(args: argparse.Namespace) -> None:
         "test": (_subjects(args.test_subjects, preset.test_subjects, "test"),
                  parse_range(args.test_sentences or preset.test_sentences)),
     }
-    data = load_splits(preset, vertice_dim, train_subjects, splits, args.wav_path, args.vertices_path,
-                       args.template_file)
-    print("sequences: " + ", ".join(f"{k} {len(v)}" for k, v in data.items()), file=sys.stderr)
+    with parallel.main_first():   # rank 0 fills the audio cache, the others read it
+        data = load_splits(preset, vertice_dim, train_subjects, splits, args.wav_path, args.vertices_path,
+                           args.template_file)
+    parallel.say("sequences: " + ", ".join(f"{k} {len(v)}" for k, v in data.items()))
     if not data["train"] and not args.test_only:
         raise UserError("the training split is empty: check --train_subjects and --train_sentences")
     sets = {k: TalkingFaceDataset(v, preset.capture_stride) for k, v in data.items()}
-    masks = _lip_ids(preset, args, vertice_dim // 3)
+    masks = _lip_ids(preset, args, vertice_dim // 3, parallel)
     lip_ids = None if masks is None else torch.as_tensor(masks.lips, dtype=torch.long)
-    device = pick_device(args.device)
     save_dir, result_dir = folder / args.save_path, folder / args.result_path
     name = args.model_name or preset.name.lower()
     settings = TrainSettings(max_epoch=args.max_epoch, lr=args.lr, batch_size=args.batch_size,
                              gradient_accumulation_steps=args.gradient_accumulation_steps, seed=args.seed,
                              device=device, best_path=save_dir / f"{name}.pth",
-                             last_path=save_dir / f"{name}_last.pth", resume=args.resume)
+                             last_path=save_dir / f"{name}_last.pth", log_path=save_dir / f"{name}_log.csv",
+                             resume=args.resume, amp=args.amp, grad_clip=args.grad_clip,
+                             lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
+                             num_workers=args.num_workers, parallel=parallel)
     if not args.test_only:
         config = PTalkerConfig(
             vertice_dim=vertice_dim, feature_dim=args.feature_dim or preset.feature_dim,
@@ -96,6 +108,8 @@ def run(args: argparse.Namespace) -> None:
         meta = {"train_subjects": train_subjects, "faces": faces,
                 "templates": load_templates(folder / args.template_file)}
         train(model, sets["train"], sets["val"], lip_ids, settings, meta)
+    if not parallel.main:
+        return
     model, state = load_checkpoint(settings.best_path, device)
     if state["train_subjects"] != train_subjects:
         raise UserError(f"checkpoint {settings.best_path} was trained on {state['train_subjects']}, "

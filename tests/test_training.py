@@ -1,0 +1,244 @@
+"""Training at scale: length-bucketed batches, the optimiser step's guards, schedules, the epoch log,
+exact resumption after a kill -9, and data-parallel training with torchrun (gloo, CPU processes)."""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT
+from data_loader import LengthBatchSampler, TalkingFaceDataset, collate, load_splits
+from models.config import PTalkerConfig
+from ptalker.checkpoint import build_model, read_checkpoint
+from ptalker.datasets import resolve_dataset
+from ptalker.errors import UserError
+from ptalker.mesh import load_templates, read_mesh
+from ptalker.training import TrainSettings, TrainStep, lr_factor, train
+from synthetic import write_dataset
+
+TINY = ["--decoder_layers", "1", "--motion_layers", "1", "--motion_conv_layers", "1", "--style_dim", "16",
+        "--gat_dim", "4", "--feature_dim", "16"]
+SUBJECTS = ["S1", "S2"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("data") / "talk", ["S1", "S2", "S3"], range(1, 5), fps=30,
+                         seconds=0.6)
+
+
+def command(root: Path, encoder: Path, out: Path, *extra: str) -> list[str]:
+    return ["--dataset", str(root), "--vertice_dim", "126", "--train_subjects", "S1 S2", "--val_subjects", "S3",
+            "--test_subjects", "S3", "--train_sentences", "1-4", "--val_sentences", "1-2",
+            "--test_sentences", "3-3", "--audio_model", str(encoder), "--lip_mask", "regions/lve.txt",
+            "--upper_face_mask", "regions/fdd.txt", "--save_path", str(out / "save"),
+            "--result_path", str(out / "result"), "--lr", "1e-3", *TINY, *extra]
+
+
+def quiet_env() -> dict:
+    # one thread per process: the runs share two cores, and results must not depend on scheduling
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def splits_and_model(root: Path, encoder: Path):
+    preset = resolve_dataset(root)
+    data = load_splits(preset, 126, SUBJECTS, {"train": (SUBJECTS, range(1, 5)), "val": (["S3"], range(1, 3))})
+    sets = {k: TalkingFaceDataset(v, preset.capture_stride) for k, v in data.items()}
+    _, faces = read_mesh(root / "templates" / "mesh.ply")
+    config = PTalkerConfig(vertice_dim=126, feature_dim=16, n_subjects=2, audio_model=str(encoder), decoder_layers=1,
+                           motion_layers=1, motion_conv_layers=1, style_dim=16, gat_dim=4)
+    torch.manual_seed(0)
+    model = build_model(config, faces)
+    meta = {"train_subjects": SUBJECTS, "faces": faces, "templates": load_templates(root / "templates.pkl")}
+    return sets, model, meta
+
+
+# ---------------------------------------------------------------- batches
+
+
+def test_sampler_buckets_by_length_and_splits_batches_over_ranks():
+    lengths = [50, 12, 31, 12, 47, 30, 90, 11, 29, 48, 13]
+    single = LengthBatchSampler(lengths, 3, seed=5)
+    single.set_epoch(1)
+    batches = list(single)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    spans = sorted((min(lengths[i] for i in b), max(lengths[i] for i in b)) for b in batches)
+    assert all(hi <= next_lo for (_, hi), (next_lo, _) in zip(spans, spans[1:]))   # buckets do not overlap
+    assert list(single) == batches                       # the epoch alone decides the order
+    single.set_epoch(2)
+    assert list(single) != batches
+
+    ranks = [LengthBatchSampler(lengths, 3, seed=5, rank=r, world=3) for r in range(3)]
+    for s in ranks:
+        s.set_epoch(1)
+    # 4 batches padded to 6 by repeating the first ones: the same number of steps on every rank
+    assert [list(s) for s in ranks] == [[batches[0], batches[3]], [batches[1], batches[0]], [batches[2], batches[1]]]
+    assert [len(s) for s in ranks] == [2, 2, 2]
+
+
+def test_equal_length_batch_loss_is_the_mean_of_single_clip_losses(dataset, tiny_wav2vec2):
+    sets, model, _ = splits_and_model(dataset, tiny_wav2vec2)
+    model.eval()                                       # no dropout: the same network for every call
+    torch.nn.init.normal_(model.head.weight, std=0.05)
+    items = [sets["train"][i] for i in (0, 1, 4, 5)]     # two clips of each speaker, all 18 frames
+    step = TrainStep(model, torch.arange(10))         # what train() runs on every batch
+    with torch.no_grad():
+        batched = step(collate(items))
+        singles = [step(collate([x])) for x in items]
+    w = model.config.losses
+    for name in batched:
+        if name.startswith("infonce"):                 # other clips of a batch add negatives by design
+            continue
+        mean = torch.stack([s[name] for s in singles]).mean()
+        if name == "total":
+            infonce = lambda t: w.contrastive * (w.infonce_audio * t["infonce_audio"]     # noqa: E731
+                                                 + w.infonce_motion * t["infonce_motion"])
+            mean = torch.stack([s["total"] - infonce(s) for s in singles]).mean() + infonce(batched)
+        assert batched[name].item() == pytest.approx(mean.item(), rel=1e-4, abs=1e-9), name
+
+
+# ---------------------------------------------------------------- schedule and guards
+
+
+def test_learning_rate_schedules():
+    constant = lr_factor("constant", 4, 20)
+    assert [constant(s) for s in (0, 1, 3, 4, 19)] == [0.25, 0.5, 1.0, 1.0, 1.0]
+    cosine = lr_factor("cosine", 0, 10)
+    assert cosine(0) == 1.0 and cosine(5) == pytest.approx(0.5) and cosine(10) == pytest.approx(0.0)
+    assert lr_factor("cosine", 2, 12)(7) == pytest.approx(0.5)
+
+
+def test_non_finite_states_stop_before_any_checkpoint_is_written(dataset, tiny_wav2vec2, tmp_path, capsys,
+                                                                  monkeypatch):
+    sets, model, meta = splits_and_model(dataset, tiny_wav2vec2)
+    settings = TrainSettings(max_epoch=1, lr=1e-3, batch_size=2, best_path=tmp_path / "m.pth",
+                             last_path=tmp_path / "m_last.pth", log_path=tmp_path / "m_log.csv", amp="bf16",
+                             lr_schedule="cosine", warmup_steps=1, grad_clip=1.0)
+    train(model, sets["train"], sets["val"], None, settings, meta)
+    assert "--amp bf16 needs CUDA" in capsys.readouterr().err
+    saved = {p: p.read_bytes() for p in (settings.best_path, settings.last_path)}
+    settings.max_epoch, settings.resume = 2, True
+
+    # a gradient turns NaN while the loss stays finite
+    hook = model.head.weight.register_hook(lambda g: g * math.nan)
+    with pytest.raises(UserError, match=r"non-finite gradients at epoch 2, step 5 \(S\d_sentence0\d"):
+        train(model, sets["train"], sets["val"], None, settings, meta)
+    hook.remove()
+    # an optimiser step that overflows a parameter
+    adam_step = torch.optim.Adam.step
+
+    def overflowing_step(self, *args, **kwargs):
+        adam_step(self, *args, **kwargs)
+        self.param_groups[0]["params"][0].data.fill_(math.inf)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.optim.Adam, "step", overflowing_step)
+        with pytest.raises(UserError, match="non-finite parameters after the optimiser step at epoch 2, step 5"):
+            train(model, sets["train"], sets["val"], None, settings, meta)
+    # a clip whose motion holds a NaN
+    sets["train"].sequences[0].template = sets["train"].sequences[0].template * math.nan
+    name = sets["train"].sequences[0].name
+    with pytest.raises(UserError, match=rf"non-finite loss at epoch 2, step \d, batch \d \(.*{name}"):
+        train(model, sets["train"], sets["val"], None, settings, meta)
+    assert {p: p.read_bytes() for p in saved} == saved
+    assert read_checkpoint(settings.last_path)["extra"]["epoch"] == 1
+
+
+# ---------------------------------------------------------------- main.py runs
+
+
+def run_main(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], capture_output=True, text=True, cwd=ROOT,
+                          env=quiet_env(), timeout=600)
+
+
+def log_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
+
+
+def test_killed_and_resumed_run_ends_with_the_same_checkpoints(dataset, tiny_wav2vec2, tmp_path):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    done = run_main(*command(dataset, tiny_wav2vec2, whole, "--max_epoch", "3"))
+    assert done.returncode == 0, done.stderr
+
+    stderr = tmp_path / "killed.err"
+    with open(stderr, "w") as err:
+        process = subprocess.Popen([sys.executable, str(ROOT / "main.py"),
+                                    *command(dataset, tiny_wav2vec2, killed, "--max_epoch", "3")],
+                                   stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT, env=quiet_env())
+    try:
+        deadline = time.time() + 300
+        while not re.search(r"epoch 2/3:.*\| [1-9]/", stderr.read_text()):   # a step of epoch 2 is done
+            assert process.poll() is None and time.time() < deadline, stderr.read_text()
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert read_checkpoint(killed / "save" / "talk_last.pth")["extra"]["epoch"] == 1
+
+    resumed = run_main(*command(dataset, tiny_wav2vec2, killed, "--max_epoch", "3", "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch 1" in resumed.stderr
+    for name in ("talk.pth", "talk_last.pth"):
+        a, b = (read_checkpoint(run / "save" / name) for run in (whole, killed))
+        assert a["state_dict"].keys() == b["state_dict"].keys()
+        for key, value in a["state_dict"].items():
+            assert torch.equal(value, b["state_dict"][key]), (name, key)
+        assert a["extra"]["epoch"] == b["extra"]["epoch"]
+    best = read_checkpoint(whole / "save" / "talk.pth")["extra"]
+    assert best["epoch"] >= 2, "the best epoch should come after the interruption"
+
+    rows = log_rows(whole / "save" / "talk_log.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"] and [r["steps"] for r in rows] == ["8", "16", "24"]
+    assert {"rec", "vel", "total", "val", "lr"} <= set(rows[0])
+    assert log_rows(killed / "save" / "talk_log.csv") == rows
+    assert re.search(r"epoch 3: train rec=\S+ .*total=\S+ \| val \S+.* \| lr 0\.001 \| 24 steps", done.stderr)
+
+
+LAUNCH = """
+import os, runpy, sys
+import torch
+import ptalker.experiment as experiment
+
+trained = experiment.train
+
+def train(model, *args, **kwargs):
+    path = trained(model, *args, **kwargs)
+    torch.save(model.state_dict(), os.path.join({out!r}, "rank" + os.environ["RANK"] + ".pt"))
+    return path
+
+experiment.train = train
+sys.argv[0] = {main!r}
+runpy.run_path({main!r}, run_name="__main__")
+"""
+
+
+def test_torchrun_two_processes_keep_identical_replicas(dataset, tiny_wav2vec2, tmp_path):
+    launch = tmp_path / "launch.py"    # main.py, plus each rank saving its trained weights
+    launch.write_text(LAUNCH.format(out=str(tmp_path), main=str(ROOT / "main.py")))
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(launch), *command(dataset, tiny_wav2vec2, tmp_path, "--max_epoch", "1",
+                                                 "--batch_size", "2", "--gradient_accumulation_steps", "2")],
+                          capture_output=True, text=True, cwd=ROOT, env=quiet_env(), timeout=600)
+    assert done.returncode == 0, done.stderr
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    for key, value in ranks[0].items():
+        assert torch.equal(value, ranks[1][key]), key
+    best = read_checkpoint(tmp_path / "save" / "talk.pth")["state_dict"]
+    assert all(torch.equal(best[k], v) for k, v in ranks[0].items())
+    # 8 clips in 4 batches, 2 per rank, one accumulated step; rank 0 alone logs and tests
+    assert log_rows(tmp_path / "save" / "talk_log.csv")[0]["steps"] == "1"
+    assert done.stderr.count("epoch 1: train") == 1 and done.stderr.count("wrote 2 predictions") == 1
+    assert sorted(p.name for p in (tmp_path / "result").glob("*.npy")) == [
+        "S3_sentence03_condition_S1.npy", "S3_sentence03_condition_S2.npy"]
