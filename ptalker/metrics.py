@@ -205,12 +205,29 @@ class Scores:
     rows: tuple[SequenceScore, ...]
     overall: Aggregate
     by_condition: dict[str, Aggregate]
+    static: Aggregate | None = None     # the template itself as the prediction: the floor to beat
 
     @classmethod
-    def from_rows(cls, rows: list[SequenceScore]) -> "Scores":
+    def from_rows(cls, rows: list[SequenceScore], static_rows: list[SequenceScore] | None = None) -> "Scores":
         conditions = sorted({row.condition for row in rows})
         return cls(rows=tuple(rows), overall=aggregate(rows),
-                   by_condition={c: aggregate([r for r in rows if r.condition == c]) for c in conditions})
+                   by_condition={c: aggregate([r for r in rows if r.condition == c]) for c in conditions},
+                   static=aggregate(static_rows) if static_rows else None)
+
+    def own_condition_ranking(self) -> tuple[int, int]:
+        """Over sequences scored under several conditions including their own speaker's: how many
+        have their lowest LVE under their own speaker's condition -> (best, total)."""
+        by_name: dict[str, list[SequenceScore]] = {}
+        for row in self.rows:
+            by_name.setdefault(row.name, []).append(row)
+        best = total = 0
+        for name, rows in by_name.items():
+            speaker = split_result_name(name)[1]
+            own = [r for r in rows if r.condition == speaker]
+            if len(rows) > 1 and own:
+                total += 1
+                best += own[0].lve < min(r.lve for r in rows if r.condition != speaker)
+        return best, total
 
     @property
     def shortened(self) -> tuple[SequenceScore, ...]:
@@ -286,7 +303,7 @@ def score_result_folder(dataset_dir: str | os.PathLike, result_dir: str | os.Pat
         raise UserError(f"no predictions (*.npy) in {result_dir}")
     templates = load_templates(dataset_dir / templates_file)
     gt_dir = dataset_dir / vertices_dir
-    rows = []
+    rows, static = [], {}
     for file in files:
         name, speaker, condition = split_result_name(file.stem)
         gt_path = gt_dir / f"{name}.npy"
@@ -306,7 +323,10 @@ def score_result_folder(dataset_dir: str | os.PathLike, result_dir: str | os.Pat
                             f"truth {gt_path} has {gt.shape[1]}")
         masks.validate(gt.shape[1])
         rows.append(score_sequence(name, condition, pred, gt, template, masks))
-    return Scores.from_rows(rows)
+        if name not in static:
+            static[name] = score_sequence(name, "static template", np.broadcast_to(template, gt.shape), gt,
+                                          template, masks)
+    return Scores.from_rows(rows, list(static.values()))
 
 
 def evaluate_preset(preset: DatasetPreset, result_dir: str | os.PathLike,
@@ -368,6 +388,9 @@ def format_table(scores: Scores, units: Units, per_sequence: bool = False) -> st
                     for c, a in scores.by_condition.items()]
     overall = scores.overall
     entries.append((f"all ({overall.sequences} seq)", overall.frames, overall.lve, overall.fdd, overall.mve))
+    if scores.static is not None:
+        s = scores.static
+        entries.append((f"static template ({s.sequences} seq)", s.frames, s.lve, s.fdd, s.mve))
 
     width = max(len(entry[0]) for entry in entries)
     labels = [units.label(metric) for metric in ("lve", "fdd", "mve")]
@@ -377,6 +400,10 @@ def format_table(scores: Scores, units: Units, per_sequence: bool = False) -> st
         lines.append(f"{label:<{width}}  {frames:>7d}  " + "  ".join(f"{v:>13.4f}" for v in values))
     lines.append("LVE: max squared lip-vertex distance, mean over all frames; FDD: dyn_gt - dyn_pred "
                  "(signed), mean over sequences; MVE: mean vertex distance, mean over all frames")
+    best, total = scores.own_condition_ranking()
+    if total:
+        lines.append(f"own speaker's condition gives the lowest LVE on {best} of {total} sequences "
+                     f"({100.0 * best / total:.0f}%)")
     short = scores.shortened
     if short:
         shown = 5  # the CSV has them all (frames < gt_frames)

@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT, shared_file
 from ptalker.datasets import BIWI, VOCASET
 from ptalker.errors import UserError
-from ptalker.metrics import (RegionMasks, Units, format_table, lip_vertex_error, load_region_masks,
+from ptalker.metrics import (RegionMasks, Scores, SequenceScore, Units, format_table, lip_vertex_error, load_region_masks,
                              mean_vertex_error, metric_units, report, score_result_folder,
                              split_result_name, upper_face_dynamics, upper_face_dynamics_deviation,
                              write_csv)
@@ -168,6 +168,17 @@ def _toy_dataset(root):
     return templates, gt, preds
 
 
+def test_own_condition_ranking():
+    def row(name, condition, lve):
+        return SequenceScore(name, condition, 10, 10, lve, 0.0, 0.0)
+
+    scores = Scores.from_rows([row("A_s01", "A", 1.0), row("A_s01", "B", 2.0),   # own best
+                               row("B_s01", "A", 1.0), row("B_s01", "B", 3.0),   # own worse
+                               row("C_s01", "A", 1.0)])                          # no own condition
+    assert scores.own_condition_ranking() == (1, 2)
+    assert "lowest LVE on 1 of 2 sequences (50%)" in format_table(scores, Units(0, 0, 0))
+
+
 def test_split_result_name():
     assert split_result_name("FaceTalk_170809_00138_TA_sentence21_condition_FaceTalk_170728_03272_TA") == (
         "FaceTalk_170809_00138_TA_sentence21", "FaceTalk_170809_00138_TA", "FaceTalk_170728_03272_TA")
@@ -201,7 +212,16 @@ def test_score_result_folder(tmp_path):
     assert set(scores.by_condition) == {"", "X_Y"}
     assert scores.by_condition["X_Y"].lve == pytest.approx(ann.lve)
 
+    # the static-template reference: the speaker's neutral face on every ground-truth frame
+    static_lve = np.concatenate([lip_vertex_error(np.broadcast_to(templates[s], g.shape), g, [0, 1])
+                                 for s, g in (("Ann_B", gt["Ann_B_s01"]), ("S2", gt["S2_s02"]))])
+    assert scores.static.frames == 9 and scores.static.lve == pytest.approx(static_lve.mean(), rel=1e-6)
+    assert scores.static.fdd == pytest.approx(np.mean([upper_face_dynamics_deviation(
+        np.broadcast_to(templates[s], g.shape), g, templates[s], [2, 3])
+        for s, g in (("Ann_B", gt["Ann_B_s01"]), ("S2", gt["S2_s02"]))]), rel=1e-6)
+
     table = format_table(scores, Units(lve=-1, fdd=-2, mve=0), per_sequence=True)
+    assert "static template (2 seq)" in table
     assert "LVE (x1e-1)" in table and "FDD (x1e-2)" in table and "Ann_B_s01 [X_Y]" in table
     assert f"{scores.overall.lve * 10:.4f}" in table
     assert "shorter than the ground truth" in table and "S2_s02" in table
