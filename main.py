@@ -57,6 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ablation", nargs="*", default=[], choices=ABLATIONS,
                    help="switch off components: no_style no_spatial no_temporal no_feature; "
                         "faceformer = the FaceFormer-style baseline")
+    p.add_argument("--loss_weight", nargs="*", default=[], metavar="NAME=VALUE",
+                   help="override loss weights: rec mouth vel contrastive orth_audio infonce_audio "
+                        "infonce_motion orth_motion topk kl adv (e.g. contrastive=1e-5)")
     p.add_argument("--batch_size", type=_at_least(1), default=1,
                    help="clips per batch, per process; clips of similar length are batched together")
     p.add_argument("--seed", type=int, default=7)

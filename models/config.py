@@ -85,6 +85,19 @@ class PTalkerConfig:
                 cfg.losses = LossWeights(mouth=0.0, vel=0.0, contrastive=0.0)
         return cfg
 
+    def with_loss_weights(self, settings: list[str]) -> "PTalkerConfig":
+        """Override loss weights from `name=value` strings, e.g. `contrastive=1e-5`."""
+        weights = asdict(self.losses)
+        for item in settings:
+            name, sep, value = item.partition("=")
+            if not sep or name not in weights:
+                raise ValueError(f"loss weight must be NAME=VALUE with NAME one of {', '.join(weights)}; got {item!r}")
+            try:
+                weights[name] = float(value)
+            except ValueError:
+                raise ValueError(f"loss weight {name} needs a number, got {value!r}") from None
+        return replace(self, losses=LossWeights(**weights))
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -103,6 +103,10 @@ def _run(args: argparse.Namespace, parallel: Parallel, device: str) -> None:
             decoder_layers=args.decoder_layers, motion_layers=args.motion_layers,
             motion_conv_layers=args.motion_conv_layers, style_dim=args.style_dim, gat_dim=args.gat_dim,
         ).with_ablations(args.ablation)
+        try:
+            config = config.with_loss_weights(args.loss_weight)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
         torch.manual_seed(args.seed)
         model = build_model(config, faces)
         meta = {"train_subjects": train_subjects, "faces": faces,
