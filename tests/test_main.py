@@ -54,6 +54,12 @@ def test_vocaset_like_train_test_and_resume(vocaset_like, tiny_wav2vec2):
     gt = np.load(vocaset_like / "vertices_npy" / "S4_sentence03.npy")[::2]
     assert prediction.shape == gt.shape and prediction.dtype == np.float32
     assert "LVE (x1e-5)" in done.stdout and (vocaset_like / "result" / "metrics.csv").is_file()
+    (vocaset_like / "result" / "metrics.csv").unlink()
+    scored = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--dataset", str(vocaset_like),
+                             "--lip_mask", "regions/lve.txt", "--upper_face_mask", "regions/fdd.txt"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    # the stand-alone evaluator prints main.py's table, number for number
+    assert scored.returncode == 0 and scored.stdout.strip() and scored.stdout.strip() in done.stdout
     assert "epoch 2" in done.stderr and "val" in done.stderr
 
     model, state = load_checkpoint(vocaset_like / "save" / "vocaset.pth")

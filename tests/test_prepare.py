@@ -441,3 +441,19 @@ def test_check_dataset_lists_every_problem(tmp_path):
     assert any("templates.pkl is missing" in p for p in report.problems)
     assert any("F2_e03.npy has 5 values per frame" in p for p in report.problems)
     assert check_dataset(tmp_path / "nowhere").problems == [f"dataset folder not found: {tmp_path / 'nowhere'}"]
+
+
+def test_main_trains_on_a_prepared_biwi_dataset(tmp_path, tiny_wav2vec2):
+    dataset = build_prepared_biwi(tmp_path)
+    width = np.load(next((dataset / "vertices_npy").glob("*.npy"))).shape[1]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "--dataset", str(dataset), "--vertice_dim", str(width),
+         "--period", "25", "--fps", "25", "--train_subjects", "F2 M3", "--val_subjects", "F2 M3",
+         "--test_subjects", "F2 M3", "--train_sentences", "1-32", "--val_sentences", "33-36",
+         "--test_sentences", "37-40", "--max_epoch", "1", "--audio_model", str(tiny_wav2vec2),
+         "--feature_dim", "16", "--decoder_layers", "1", "--motion_layers", "1", "--motion_conv_layers", "1",
+         "--style_dim", "16", "--gat_dim", "4"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    predictions = sorted(p.name for p in (dataset / "result").glob("*.npy"))
+    assert predictions == ["F2_e37_condition_F2.npy", "M3_e37_condition_M3.npy"]
+    assert np.load(dataset / "result" / predictions[0]).shape[1] == width
