@@ -11,8 +11,13 @@ The model's config comes from the checkpoint: --vertice_dim, --feature_dim, --pe
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+# Threads that spin while waiting stall badly when the CPU is shared with other busy processes;
+# passive waiting costs nothing measurable on an idle machine. Must be set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ptalker.errors import UserError
 

@@ -11,7 +11,12 @@ Data-parallel on several GPUs (or CPU processes, gloo), one process each; rank 0
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+# Threads that spin while waiting stall badly when the CPU is shared with other busy processes;
+# passive waiting costs nothing measurable on an idle machine. Must be set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from models.config import ABLATIONS
 from ptalker.errors import UserError

@@ -4,7 +4,7 @@
 # pretrained speech model is needed), and main.py on SynthTalk's seen-speaker protocol.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EPOCHS=${EPOCHS:-150}
+EPOCHS=${EPOCHS:-60}
 python SynthTalk/make_dataset.py
 [ -d SynthTalk/speech_scratch ] || python -m ptalker.scratch_speech SynthTalk/speech_scratch \
   --hidden 96 --layers 3 --heads 4 --conv_dim 64
