@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from ptalker.audio import SAMPLE_RATE, load_audio
 from ptalker.datasets import DatasetPreset, resolve_dataset
-from ptalker.errors import UserError
+from ptalker.errors import UserError, print_user_error
 from ptalker.fileio import save_pickle
 from ptalker.mesh import load_templates
 
@@ -253,8 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                                wav_path=args.wav_path, vertices_path=args.vertices_path,
                                template_file=args.template_file)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return print_user_error(exc)
     print(format_report(report))
     return 1 if report.problems else 0
 

@@ -19,25 +19,13 @@ from pathlib import Path
 # passive waiting costs nothing measurable on an idle machine. Must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from ptalker.errors import UserError
+from ptalker.errors import UserError, print_user_error
+from ptalker.render import parse_resolution
 
 ROOT = Path(__file__).resolve().parent
 # used when no model / no audio is named; relative to this folder
 BUNDLED_MODEL = Path("demo/models/synthtalk.pth")
 BUNDLED_WAV = Path("demo/wav/synthtalk_sample.wav")
-
-
-def parse_resolution(text: str) -> tuple[int, int]:
-    """`800` or `1024x768` -> (width, height)."""
-    try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        parts = []
-    if len(parts) == 1:
-        parts *= 2
-    if len(parts) != 2 or min(parts) < 16:
-        raise argparse.ArgumentTypeError(f"expected N or WxH (at least 16), got {text!r}")
-    return parts[0], parts[1]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -88,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
         run_demo(args, ROOT / BUNDLED_MODEL, ROOT / BUNDLED_WAV)
     except UserError as exc:
-        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
-        return 2
+        return print_user_error(exc)
     return 0
 
 

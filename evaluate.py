@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from ptalker.datasets import resolve_dataset
-from ptalker.errors import UserError
+from ptalker.errors import UserError, print_user_error
 from ptalker.metrics import evaluate_preset, report, write_csv
 
 
@@ -45,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.csv:
             write_csv(scores, args.csv)
     except UserError as exc:
-        print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # always one line
-        return 2
+        return print_user_error(exc)
     return 0
 
 

@@ -19,7 +19,7 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from models.config import ABLATIONS
-from ptalker.errors import UserError
+from ptalker.errors import UserError, print_user_error
 
 
 def _at_least(low: int):
@@ -100,8 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
         run(args)
     except UserError as exc:
-        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
-        return 2
+        return print_user_error(exc)
     return 0
 
 

@@ -15,27 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from ptalker.datasets import resolve_dataset
-from ptalker.errors import UserError
+from ptalker.errors import UserError, print_user_error
 from ptalker.mesh import find_template_mesh, read_mesh
-from ptalker.render import render_sequence
+from ptalker.render import parse_resolution, render_sequence
 
 
 def sentence_name(stem: str) -> str:
     """`<name>_condition_<subject>` -> `<name>`; other stems are the name itself."""
     return stem.rsplit("_condition_", 1)[0] if "_condition_" in stem else stem
-
-
-def parse_resolution(text: str) -> tuple[int, int]:
-    """`800` or `1024x768` -> (width, height)."""
-    try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        parts = []
-    if len(parts) == 1:
-        parts *= 2
-    if len(parts) != 2 or min(parts) < 16:
-        raise argparse.ArgumentTypeError(f"expected N or WxH (at least 16), got {text!r}")
-    return parts[0], parts[1]
 
 
 def load_frames(path: Path, vertice_dim: int, what: str) -> np.ndarray:
@@ -80,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         render_dataset(args)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return print_user_error(exc)
     return 0
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ptalker.errors import UserError  # noqa: E402
+from ptalker.errors import UserError, print_user_error  # noqa: E402
 from SynthTalk.corpus import SENTENCES, generate  # noqa: E402
 
 
@@ -24,8 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = generate(args.out, args.speakers, args.sentences, args.seed, args.workers)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return print_user_error(exc)
     print(f"{summary.written} sequences written, {summary.skipped} already there, "
           f"{summary.audio_seconds:.0f} s of speech in {summary.seconds:.1f} s -> {args.out}")
     return 0

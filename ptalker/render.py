@@ -7,6 +7,7 @@ each frame over the cores; meanwhile the ffmpeg process encodes the previous fra
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import math
@@ -636,3 +637,16 @@ def render_sequence(vertices: np.ndarray, faces: np.ndarray, out_path: str | os.
                           disable=not progress, leave=False):
             write(image)
     return Path(out_path)
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """`800` or `1024x768` -> (width, height)."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 16:
+        raise argparse.ArgumentTypeError(f"expected N or WxH (at least 16), got {text!r}")
+    return parts[0], parts[1]
