@@ -5,12 +5,19 @@ linearly interpolated to `ratio * frames` steps (ratio 1: one audio step per mot
 VOCASET at 30 fps; ratio 2: two per frame, as for BIWI at 25 fps), then the transformer (fine-tuned)
 contextualises them. Aligning before the transformer keeps its positional convolution and attention
 on the motion time grid.
+
+Long speech runs in bounded memory (see SpeechEncoder): the CNN in chunks, the transformer in
+overlapping windows. Clips short enough for one chunk and one window take the plain path.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+SAMPLE_RATE = 16000
 
 
 def load_speech_model(name_or_path: str, config_only: bool = False) -> nn.Module:
@@ -24,13 +31,39 @@ def load_speech_model(name_or_path: str, config_only: bool = False) -> nn.Module
 
 
 class SpeechEncoder(nn.Module):
+    """Raw audio -> aligned, contextualised speech features.
+
+    Memory-bounding settings (plain attributes, change them on an instance):
+
+    conv_chunk_seconds (10): audio longer than this goes through the CNN in chunks of about this
+        length, cut on the CNN's stride so each chunk yields exactly its own output steps. The one
+        layer that is not local in time, the first layer's GroupNorm of wav2vec2-base-style models
+        (statistics over the whole clip), gets its statistics from a first pass over the chunks, so
+        chunked features equal unchunked ones up to float rounding. Peak CNN activations then
+        stay those of one chunk (about 16 MB per second of audio for 512 channels, unchunked).
+    window_seconds (20), context_seconds (4): when the aligned sequence is longer than
+        window + 2 * context, the transformer runs on equal spans of at most `window_seconds`,
+        each together with up to `context_seconds` of neighbouring steps on either side, and keeps
+        only the span. Attention and the positional convolution are exact inside a window; what is
+        lost is the influence of speech further away than the context on either side, so outputs
+        near span edges differ from one pass over the whole sequence. Shorter sequences take that
+        single pass, so training clips and ordinary sentences are unaffected. Cost: at most
+        (window + 2 * context) / window times the unwindowed transformer compute, and attention
+        memory bounded by the window instead of quadratic in length.
+    """
+
+    conv_chunk_seconds: float = 10.0
+    window_seconds: float = 20.0
+    context_seconds: float = 4.0
+
     def __init__(self, model: nn.Module, ratio: int):
         super().__init__()
         self.model = model
         self.ratio = ratio
         self.hidden_size = model.config.hidden_size
-        for p in model.feature_extractor.parameters():   # the CNN stays frozen, as in the paper
-            p.requires_grad = False
+        # The CNN stays frozen, as in the paper. HF's own switch also stops the encoder from marking
+        # its output as requiring grad, which would otherwise run the CNN's backward for nothing.
+        model.feature_extractor._freeze_parameters()
         # No SpecAugment: this module calls the CNN, projection and transformer itself, so the
         # masking embedding is never used; dropping it keeps checkpoints independent of that setting.
         model.config.mask_time_prob = 0.0
@@ -41,9 +74,91 @@ class SpeechEncoder(nn.Module):
     def forward(self, audio: torch.Tensor, frames: int) -> torch.Tensor:
         """audio (B, S) raw 16 kHz -> hidden states (B, ratio*frames, hidden)."""
         audio = (audio - audio.mean(-1, keepdim=True)) / (audio.std(-1, keepdim=True) + 1e-7)
-        conv = self.model.feature_extractor(audio)                       # (B, C, ~50 Hz)
+        conv = self.conv_features(audio)                                  # (B, C, ~50 Hz)
         conv = F.interpolate(conv, size=self.ratio * frames, mode="linear", align_corners=True)
         projected = self.model.feature_projection(conv.transpose(1, 2))
         if isinstance(projected, tuple):   # wav2vec2 returns (hidden, normed); HuBERT returns hidden
             projected = projected[0]
-        return self.model.encoder(projected).last_hidden_state
+        return self.contextualise(projected, audio.shape[1] / SAMPLE_RATE)
+
+    def conv_features(self, audio: torch.Tensor) -> torch.Tensor:
+        """Normalised audio (B, S) -> CNN features (B, C, N), chunked beyond `conv_chunk_seconds`."""
+        extractor = self.model.feature_extractor
+        chunk = int(self.conv_chunk_seconds * SAMPLE_RATE)
+        layers = extractor.conv_layers
+        # chunking handles a GroupNorm only in the first layer, where HF speech CNNs place it
+        if audio.shape[1] <= chunk or any(isinstance(getattr(layer, "layer_norm", None), nn.GroupNorm)
+                                          for layer in layers[1:]):
+            return extractor(audio)
+        field, jump, length = 1, 1, audio.shape[1]
+        for layer in layers:
+            kernel, stride = layer.conv.kernel_size[0], layer.conv.stride[0]
+            field += (kernel - 1) * jump
+            jump *= stride
+            length = (length - kernel) // stride + 1
+        norm = getattr(layers[0], "layer_norm", None)
+        stats = _group_statistics(audio, layers[0].conv, norm, chunk) if isinstance(norm, nn.GroupNorm) else None
+        step = max(1, (chunk - field) // jump + 1)                        # output steps per chunk
+        parts = []
+        for start in range(0, length, step):
+            stop = min(length, start + step)
+            x = audio[:, None, start * jump: (stop - 1) * jump + field]
+            if stats is None:
+                x = layers[0](x)
+            else:
+                x = layers[0].activation(_group_normalise(layers[0].conv(x), norm, *stats))
+            for layer in layers[1:]:
+                x = layer(x)
+            parts.append(x)
+        return torch.cat(parts, dim=2)
+
+    def windows(self, steps: int, seconds: float) -> list[tuple[int, int, int, int]]:
+        """Transformer windows over `steps` aligned steps spanning `seconds` of audio, as
+        (lo, start, stop, hi): steps lo..hi-1 are encoded together and start..stop-1 are kept."""
+        rate = steps / seconds
+        window = max(1, round(self.window_seconds * rate))
+        context = round(self.context_seconds * rate)
+        if steps <= window + 2 * context:
+            return [(0, 0, steps, steps)]
+        n = math.ceil(steps / window)
+        bounds = [round(i * steps / n) for i in range(n + 1)]
+        return [(max(0, start - context), start, stop, min(steps, stop + context))
+                for start, stop in zip(bounds[:-1], bounds[1:])]
+
+    def contextualise(self, projected: torch.Tensor, seconds: float) -> torch.Tensor:
+        """Projected features (B, L, hidden) spanning `seconds` of audio -> transformer output (B, L, hidden)."""
+        spans = self.windows(projected.shape[1], seconds)
+        if len(spans) == 1:
+            return self.model.encoder(projected).last_hidden_state
+        return torch.cat([self.model.encoder(projected[:, lo:hi]).last_hidden_state[:, start - lo: stop - lo]
+                          for lo, start, stop, hi in spans], dim=1)
+
+
+def _group_statistics(audio: torch.Tensor, conv: nn.Conv1d, norm: nn.GroupNorm,
+                      chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and 1/std per (batch, group) of conv(audio) over the whole clip, computed chunk by chunk
+    and merged in float64 (pooled variance), so memory stays one chunk's."""
+    kernel, stride = conv.kernel_size[0], conv.stride[0]
+    length = (audio.shape[1] - kernel) // stride + 1
+    step = max(1, (chunk - kernel) // stride + 1)
+    counts, means, variances = [], [], []
+    for start in range(0, length, step):
+        stop = min(length, start + step)
+        h = conv(audio[:, None, start * stride: (stop - 1) * stride + kernel])
+        var, mean = torch.var_mean(h.reshape(h.shape[0], norm.num_groups, -1), dim=-1, correction=0)
+        counts.append(h.shape[1] // norm.num_groups * h.shape[2])
+        means.append(mean.double())
+        variances.append(var.double())
+    total = sum(counts)
+    mean = sum(n * m for n, m in zip(counts, means)) / total
+    var = sum(n * (v + (m - mean) ** 2) for n, m, v in zip(counts, means, variances)) / total
+    return mean.to(audio.dtype), (var + norm.eps).rsqrt().to(audio.dtype)
+
+
+def _group_normalise(h: torch.Tensor, norm: nn.GroupNorm, mean: torch.Tensor, rstd: torch.Tensor) -> torch.Tensor:
+    """GroupNorm of h (B, C, T) with given per-(batch, group) statistics, then its affine."""
+    B, C, T = h.shape
+    h = ((h.view(B, norm.num_groups, -1) - mean[..., None]) * rstd[..., None]).view(B, C, T)
+    if norm.affine:
+        h = h * norm.weight[:, None] + norm.bias[:, None]
+    return h

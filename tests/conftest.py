@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+# Spinning OpenMP threads stall when other processes share the CPU; waiting passively does not.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from ptalker.scratch_speech import save_scratch_speech_model  # noqa: E402

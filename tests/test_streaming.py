@@ -1,0 +1,103 @@
+"""Long speech: chunked CNN, windowed speech transformer, and generation over minutes of audio."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+from models.audio import SAMPLE_RATE, SpeechEncoder, load_speech_model
+from test_model import make_model
+
+# Largest |windowed - unwindowed| allowed in the middle half of each window's kept span, for the
+# tiny random encoder whose outputs have unit scale (measured: about 1e-3).
+CENTRE_BOUND = 1e-2
+
+
+def unwindowed(encoder: SpeechEncoder, audio: torch.Tensor, frames: int) -> torch.Tensor:
+    """The whole-clip pipeline: CNN, alignment, projection and transformer in single passes."""
+    audio = (audio - audio.mean(-1, keepdim=True)) / (audio.std(-1, keepdim=True) + 1e-7)
+    conv = F.interpolate(encoder.model.feature_extractor(audio), size=encoder.ratio * frames,
+                         mode="linear", align_corners=True)
+    projected = encoder.model.feature_projection(conv.transpose(1, 2))
+    projected = projected[0] if isinstance(projected, tuple) else projected
+    return encoder.model.encoder(projected).last_hidden_state
+
+
+def speech(seconds: float, seed: int = 0) -> torch.Tensor:
+    return torch.randn(1, int(seconds * SAMPLE_RATE), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture
+def one_thread():
+    """Per-frame decoding runs many tiny ops; a second thread only adds synchronisation."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("ratio", [1, 2])
+def test_one_window_is_the_unwindowed_encoding(tiny_wav2vec2, ratio):
+    encoder = SpeechEncoder(load_speech_model(str(tiny_wav2vec2)), ratio).eval()
+    audio = speech(6)
+    with torch.no_grad():
+        expected = unwindowed(encoder, audio, 180)
+        assert torch.equal(encoder(audio, 180), expected)                 # default: far below the window
+        encoder.window_seconds, encoder.context_seconds = 5.0, 0.5          # 6 s = one window plus context
+        assert encoder.windows(180 * ratio, 6.0) == [(0, 0, 180 * ratio, 180 * ratio)]
+        assert torch.equal(encoder(audio, 180), expected)
+
+
+@pytest.mark.parametrize("norm", ["group", "layer"])
+def test_chunked_cnn_matches_one_pass(norm):
+    torch.manual_seed(0)
+    model = Wav2Vec2Model(Wav2Vec2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                         intermediate_size=64, conv_dim=(32,) * 7, feat_extract_norm=norm,
+                                         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4))
+    encoder = SpeechEncoder(model, 1).eval()
+    encoder.conv_chunk_seconds = 3.3                                      # chunks not on a second boundary
+    audio = speech(20, seed=1)
+    with torch.no_grad():
+        full = model.feature_extractor(audio)
+        chunked = encoder.conv_features(audio)
+    assert chunked.shape == full.shape
+    assert (chunked - full).abs().max().item() < 1e-4
+
+
+def test_long_input_windowed_close_to_unwindowed_in_window_centres(tiny_wav2vec2):
+    encoder = SpeechEncoder(load_speech_model(str(tiny_wav2vec2)), 1).eval()
+    encoder.conv_chunk_seconds, encoder.window_seconds, encoder.context_seconds = 10.0, 10.0, 2.0
+    seconds, frames = 90, 2700
+    audio = speech(seconds, seed=2)
+    with torch.no_grad():
+        windowed = encoder(audio, frames)
+        reference = unwindowed(encoder, audio, frames)
+    assert windowed.shape == (1, frames, 32) and torch.isfinite(windowed).all()
+    spans = encoder.windows(frames, seconds)
+    assert len(spans) == 9 and spans[0][:2] == (0, 0) and spans[-1][2:] == (frames, frames)
+    assert [s[2] for s in spans[:-1]] == [s[1] for s in spans[1:]]         # kept spans tile the sequence
+    difference = (windowed - reference).abs()
+    for lo, start, stop, hi in spans:
+        quarter = (stop - start) // 4
+        assert difference[:, start + quarter: stop - quarter].max().item() < CENTRE_BOUND
+    assert 0 < difference.max().item() < 10 * CENTRE_BOUND
+
+
+def test_ten_minutes_of_speech_encode_in_bounded_memory(tiny_wav2vec2):
+    encoder = SpeechEncoder(load_speech_model(str(tiny_wav2vec2)), 2).eval()
+    with torch.no_grad():
+        features = encoder(speech(600, seed=3), 15000)
+    assert features.shape == (1, 30000, 32) and torch.isfinite(features).all()
+
+
+def test_three_minutes_generate(tiny_wav2vec2, one_thread):
+    # three, not ten, minutes: the decode loop costs ~3 ms a frame here, so ten minutes (18000
+    # frames) alone would take about a minute; the speech encoder's ten minutes are tested above
+    model, template = make_model(tiny_wav2vec2, decoder_layers=1)
+    begin = time.perf_counter()
+    out = model.generate(speech(180, seed=4), template, torch.eye(3)[:1])
+    assert out.shape == (1, 5400, template.shape[1]) and torch.isfinite(out).all()
+    assert time.perf_counter() - begin < 60
