@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
-from ptalker.audio import SAMPLE_RATE, load_audio
+from ptalker.audio import load_audio
 from ptalker.datasets import DatasetPreset, resolve_dataset
 from ptalker.errors import UserError, print_user_error
 from ptalker.fileio import save_pickle

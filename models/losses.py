@@ -97,9 +97,9 @@ def compute_losses(out: dict, target: torch.Tensor, config: PTalkerConfig, subje
         terms["orth_motion"] = torch.stack([orthogonality(c, s) for c, s in zip(motion, m_style)]).mean()
         k = config.infonce_segments
         seg = lambda xs: torch.cat([segment_means(x, k) for x in xs])           # noqa: E731
-        # content and style live in different widths for audio: compare through their shared statistic
-        terms["infonce_audio"] = info_nce(seg(audio), seg([s[:, : audio[0].shape[1]] for s in a_style])) \
-            if a_style[0].shape[1] >= audio[0].shape[1] else info_nce(seg([c[:, : a_style[0].shape[1]] for c in audio]), seg(a_style))
+        # audio content (F wide) and frame styles (style_dim wide): compare their shared leading width
+        width = min(audio[0].shape[1], a_style[0].shape[1])
+        terms["infonce_audio"] = info_nce(seg([c[:, :width] for c in audio]), seg([s[:, :width] for s in a_style]))
         terms["infonce_motion"] = info_nce(seg(motion), seg(m_style))
         if subject_ids is not None and (subject_ids >= 0).any():
             known = subject_ids >= 0
