@@ -31,6 +31,13 @@ def _at_least(low: int):
     return parse
 
 
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="PTalker: train, validate and test on a dataset.")
     # flags of the original script, same names and meaning
@@ -88,6 +95,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="constant, or cosine decay to zero over --max_epoch (after the warm-up)")
     p.add_argument("--warmup_steps", type=_at_least(0), default=0,
                    help="optimiser steps of linear learning-rate warm-up")
+    p.add_argument("--identity_dropout", type=_probability, default=0.0,
+                   help="probability of training a clip without its speaker one-hot, so the model also "
+                        "learns the unseen and reference-motion modes (0, as the original recipe: never)")
     p.add_argument("--num_workers", type=_at_least(0), default=0,
                    help="DataLoader processes reading the training clips")
     return p.parse_args(argv)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .layers import CausalConvBlock, GraphAttention, PeriodicPositionalEncoding, TransformerBlock, causal_mean
+from .layers import CausalConvBlock, GraphAttention, MeshGraph, PeriodicPositionalEncoding, TransformerBlock, causal_mean
 
 
 class IdentityStyleEncoder(nn.Module):
@@ -63,9 +63,7 @@ class SpatialEncoder(nn.Module):
         self.embed = nn.Linear(num_vertices * 3, dim)
         self.gat = None
         if edges is not None:
-            loops = torch.arange(num_vertices).repeat(2, 1)
-            # derived from the mesh faces, which the checkpoint stores: not part of the state dict
-            self.register_buffer("edges", torch.cat([edges.long(), loops], dim=1), persistent=False)
+            self.graph = MeshGraph(edges, num_vertices)
             self.gat = nn.ModuleList([GraphAttention(6, gat_dim, gat_heads),
                                       GraphAttention(gat_dim * gat_heads, 3, 1, concat=False)])
             nn.init.zeros_(self.gat[1].lin.weight)
@@ -73,12 +71,12 @@ class SpatialEncoder(nn.Module):
     def _refine(self, offsets: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
         """offsets (N, V, 3), template (N, V, 3) -> refined offsets (N, V, 3)."""
         x = torch.cat([offsets, template], dim=-1)
-        x = F.elu(self.gat[0](x, self.edges))
-        return offsets + self.gat[1](x, self.edges)
+        x = F.elu(self.gat[0](x, self.graph))
+        return offsets + self.gat[1](x, self.graph)
 
     def forward(self, offsets: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
         """offsets (B, T, V*3), template (B, V*3) -> (B, T, F)."""
-        if self.gat is not None:
+        if self.gat is not None and offsets.shape[1] > 0:
             B, T, _ = offsets.shape
             flat = offsets.reshape(B * T, self.num_vertices, 3)
             templates = template.view(B, 1, self.num_vertices, 3).expand(B, T, -1, -1)

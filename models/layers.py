@@ -7,11 +7,15 @@ Every sequence layer takes `t0`, the absolute index of its first input frame, an
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+
+# The graph attention's sparse matmuls use stable kernels; only the CSR layout's Python API is beta.
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
 # --------------------------------------------------------------------------- positions and masks
 
@@ -36,6 +40,8 @@ class PeriodicPositionalEncoding(nn.Module):
 
     def forward(self, x: torch.Tensor, t0: int = 0) -> torch.Tensor:
         """x (B, T, D) -> (B, T, D), frame i at absolute position t0 + i."""
+        if x.shape[1] == 1:   # one frame at a time (cached decoding): a table row, no index tensor
+            return self.dropout(x + self.table[t0 % self.period])
         index = torch.arange(t0, t0 + x.shape[1], device=x.device) % self.period
         return self.dropout(x + self.table[index])
 
@@ -81,6 +87,26 @@ def causal_mean(x: torch.Tensor, running: dict | None = None) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- attention
 
+def append_to_cache(cache: dict, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Appends keys/values (B, H, T, d) along time to the cache's buffers -> all of them so far.
+
+    The buffers grow by doubling, so appending one frame at a time costs amortised O(1) copies
+    instead of re-copying the whole past every frame."""
+    length = cache.get("length", 0)
+    end = length + k.shape[2]
+    if "k" not in cache or end > cache["k"].shape[2]:
+        capacity = max(64, end, 2 * length)
+        for name, new in (("k", k), ("v", v)):
+            buffer = new.new_empty(*new.shape[:2], capacity, new.shape[3])
+            if length:
+                buffer[:, :, :length] = cache[name][:, :, :length]
+            cache[name] = buffer
+    cache["k"][:, :, length:end] = k
+    cache["v"][:, :, length:end] = v
+    cache["length"] = end
+    return cache["k"][:, :, :end], cache["v"][:, :, :end]
+
+
 class BiasedSelfAttention(nn.Module):
     """Multi-head causal self-attention with the periodic ALiBi bias; caches keys and values."""
 
@@ -96,11 +122,16 @@ class BiasedSelfAttention(nn.Module):
         B, T, D = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
         if cache is not None:
-            if "k" in cache:
-                k = torch.cat([cache["k"], k], dim=2)
-                v = torch.cat([cache["v"], v], dim=2)
-            cache["k"], cache["v"] = k, v
-        bias = periodic_causal_bias(self.slopes, T, k.shape[2], self.period, t0=k.shape[2] - T)
+            k, v = append_to_cache(cache, k, v)
+        L = k.shape[2]
+        if cache is not None and T == 1:   # one new frame: its bias row depends only on distances
+            table = cache.get("bias")
+            if table is None or table.shape[-1] < L:
+                size = max(64, 2 * L)     # the row of the last query of `size` keys, distances size-1..0
+                cache["bias"] = table = periodic_causal_bias(self.slopes, 1, size, self.period, t0=size - 1)
+            bias = table[..., table.shape[-1] - L:]
+        else:
+            bias = periodic_causal_bias(self.slopes, T, L, self.period, t0=L - T)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(B, T, D))
@@ -204,11 +235,93 @@ class CausalConvBlock(nn.Module):
 
 # --------------------------------------------------------------------------- graph attention
 
-class GraphAttention(nn.Module):
-    """One multi-head graph attention layer (GAT) over a fixed graph.
+class MeshGraph(nn.Module):
+    """A symmetric graph (a mesh's edges in both directions plus self loops) in compressed rows.
 
-    `edges` (2, E) lists source -> destination pairs and should include self loops; each vertex
-    attends over its incoming edges with softmax(LeakyReLU(a_src . W h_i + a_dst . W h_j))."""
+    edges (2, E) are sorted by (destination, source); `reverse[e]` is the position of edge e's
+    reverse. A (V, V) matrix with a value per edge, rows indexed by destination, then has its
+    transpose on the same compressed rows with the values permuted by `reverse`."""
+
+    def __init__(self, edges: torch.Tensor, num_vertices: int):
+        super().__init__()
+        loops = torch.arange(num_vertices).repeat(2, 1)
+        edges = torch.cat([edges.long(), loops], dim=1).unique(dim=1)
+        src, dst = edges[0], edges[1]
+        order = torch.argsort(dst * num_vertices + src)
+        src, dst = src[order], dst[order]
+        keys = dst * num_vertices + src
+        reverse = torch.searchsorted(keys, src * num_vertices + dst)
+        if not torch.equal(keys[reverse.clamp(max=len(keys) - 1)], src * num_vertices + dst):
+            raise ValueError("the graph must contain every edge in both directions")
+        self.num_vertices = num_vertices
+        # derived from the mesh faces, which the checkpoint stores: not part of the state dict
+        self.register_buffer("src", src, persistent=False)
+        self.register_buffer("dst", dst, persistent=False)
+        self.register_buffer("reverse", reverse, persistent=False)
+        self.register_buffer("in_degree", torch.bincount(dst, minlength=num_vertices), persistent=False)
+        self._blocks: dict = {}
+
+    def block_diagonal(self, values: torch.Tensor) -> torch.Tensor:
+        """values (M, E) -> sparse CSR (M*V, M*V) holding M copies of the graph's matrix, copy m
+        with values[m]: one sparse matmul then aggregates M feature sets at once."""
+        M, V = values.shape[0], self.num_vertices
+        key = (M, values.device)
+        if key not in self._blocks:   # the index arrays depend only on M
+            self._blocks.clear()
+            rows = torch.cat([self.in_degree.new_zeros(1), self.in_degree.repeat(M).cumsum(0)])
+            cols = (self.src + V * torch.arange(M, device=self.src.device).unsqueeze(1)).reshape(-1)
+            self._blocks[key] = (rows.to(values.device), cols.to(values.device))
+        rows, cols = self._blocks[key]
+        return torch.sparse_csr_tensor(rows, cols, values.reshape(-1), (M * V, M * V), check_invariants=False)
+
+    def segment_sum(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-edge x (E, ...) -> per-destination sums (V, ...)."""
+        return torch.segment_reduce(x, "sum", lengths=self.in_degree, axis=0)
+
+
+class _GraphSoftmaxAggregate(torch.autograd.Function):
+    """out[v] = sum over edges e into v of softmax_e(LeakyReLU(s_src[src_e] + s_dst[v])) h[src_e].
+
+    The aggregation is one block-diagonal sparse matmul, so the per-edge messages (E, N, H, D)
+    are never materialised, forward or backward; only the attention weights (E, N, H) are kept."""
+
+    @staticmethod
+    def forward(ctx, score_src, score_dst, h, graph, slope):
+        """score_src, score_dst (V, N, H), h (N, H, V, D) -> (N, H, V, D)."""
+        N, H, V, D = h.shape
+        src, dst = graph.src, graph.dst
+        logits = F.leaky_relu(score_src.index_select(0, src) + score_dst.index_select(0, dst), slope)
+        shift = torch.segment_reduce(logits, "max", lengths=graph.in_degree, axis=0)   # softmax-invariant
+        weights = (logits - shift.index_select(0, dst)).exp()                            # (E, N, H)
+        alpha = (weights / graph.segment_sum(weights).index_select(0, dst)).permute(1, 2, 0).contiguous()
+        out = graph.block_diagonal(alpha.view(N * H, -1)) @ h.reshape(N * H * V, D)
+        ctx.save_for_backward(score_src, score_dst, h, alpha)
+        ctx.graph, ctx.slope = graph, slope
+        return out.view(N, H, V, D)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        score_src, score_dst, h, alpha = ctx.saved_tensors
+        graph = ctx.graph
+        N, H, V, D = h.shape
+        grad_out = grad_out.reshape(N * H * V, D)
+        grad_h = graph.block_diagonal(alpha.view(N * H, -1)[:, graph.reverse]) @ grad_out
+        # d out[v] / d alpha_e = h[src_e]: the (dst_e, src_e) entries of grad_out @ h^T
+        pattern = graph.block_diagonal(alpha.view(N * H, -1))   # only its sparsity counts (beta=0)
+        grad_alpha = torch.sparse.sampled_addmm(pattern, grad_out, h.reshape(N * H * V, D).t(), beta=0.0)
+        grad_alpha = grad_alpha.values().view(N, H, -1).permute(2, 0, 1)               # (E, N, H)
+        alpha = alpha.permute(2, 0, 1)
+        expected = graph.segment_sum(alpha * grad_alpha)
+        grad_logits = alpha * (grad_alpha - expected.index_select(0, graph.dst))         # softmax backward
+        positive = (score_src.index_select(0, graph.src) + score_dst.index_select(0, graph.dst)) > 0
+        grad_logits = grad_logits * (positive * (1 - ctx.slope) + ctx.slope)     # LeakyReLU backward
+        grad_src = torch.zeros_like(score_src).index_add_(0, graph.src, grad_logits)
+        return grad_src, graph.segment_sum(grad_logits), grad_h.view(N, H, V, D), None, None
+
+
+class GraphAttention(nn.Module):
+    """One multi-head graph attention layer (GAT) over a fixed MeshGraph: each vertex attends over
+    its incoming edges with softmax(LeakyReLU(a_src . W h_src + a_dst . W h_dst))."""
 
     def __init__(self, in_dim: int, out_dim: int, heads: int, concat: bool = True):
         super().__init__()
@@ -220,20 +333,22 @@ class GraphAttention(nn.Module):
         nn.init.xavier_uniform_(self.att_src)
         nn.init.xavier_uniform_(self.att_dst)
 
-    def forward(self, x: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, graph: MeshGraph) -> torch.Tensor:
         """x (N, V, in) -> (N, V, H*out) when concatenating heads, else (N, V, out)."""
         N, V, _ = x.shape
-        src, dst = edges[0], edges[1]
-        h = self.lin(x).view(N, V, self.heads, self.out_dim)
-        logits = F.leaky_relu((h * self.att_src).sum(-1)[:, src] + (h * self.att_dst).sum(-1)[:, dst], 0.2)
-        with torch.no_grad():  # any per-destination shift leaves the softmax unchanged
-            shift = torch.full((N, V, self.heads), float("-inf"), dtype=x.dtype, device=x.device)
-            shift = shift.scatter_reduce(1, dst.view(1, -1, 1).expand_as(logits), logits, "amax")
-        weights = (logits - shift[:, dst]).exp()
-        denom = torch.zeros(N, V, self.heads, dtype=x.dtype, device=x.device).index_add_(1, dst, weights)
-        alpha = weights / denom[:, dst]
-        out = torch.zeros_like(h).index_add_(1, dst, alpha.unsqueeze(-1) * h[:, src])
-        out = out.reshape(N, V, -1) if self.concat else out.mean(dim=2)
+        H, D = self.heads, self.out_dim
+        h = self.lin(x).view(N, V, H, D)
+        # a . (W x) = (a W) x: scores straight from the inputs, laid out (V, N, H) for edge gathers
+        w = self.lin.weight.view(H, D, -1)
+        score_weight = torch.cat([torch.einsum("hd,hdi->hi", self.att_src, w),
+                                  torch.einsum("hd,hdi->hi", self.att_dst, w)])
+        score_src, score_dst = (x.transpose(0, 1) @ score_weight.t()).split(H, dim=-1)
+        dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        with torch.autocast(x.device.type, enabled=False):   # sparse kernels want full precision
+            out = _GraphSoftmaxAggregate.apply(score_src.to(dtype).contiguous(), score_dst.to(dtype).contiguous(),
+                                               h.to(dtype).transpose(1, 2).contiguous(), graph, 0.2)
+        out = out.transpose(1, 2).to(x.dtype)                                       # (N, V, H, D)
+        out = out.reshape(N, V, H * D) if self.concat else out.mean(dim=2)
         return out + self.bias
 
 

@@ -162,12 +162,15 @@ class PTalker(nn.Module):
         identity = self._identity(one_hot)
         fixed = self.reference_style(reference, template) if reference is not None and self.config.use_style else None
         cache = {} if use_cache else None
-        motion, outputs = [self.start.expand(B, 1, -1)], []
+        start = self.start.expand(B, 1, -1)
+        offsets = template.new_zeros(B, frames, template.shape[1])     # filled frame by frame
+        motion = start                                                  # embedding of the last frame
         for t in range(frames):
             if use_cache:
-                step = self._decode(motion[-1], ctx, identity, t, cache, fixed)[0]
-            else:
-                step = self._decode(torch.cat(motion, dim=1), ctx, identity, 0, None, fixed)[0][:, -1:]
-            outputs.append(step)
-            motion.append(self.spatial(step, template))
-        return torch.cat(outputs, dim=1) + template.unsqueeze(1)
+                step = self._decode(motion, ctx, identity, t, cache, fixed)[0]
+                motion = self.spatial(step, template)
+            else:   # re-embed and re-decode the whole prefix, as the public code does
+                prefix = torch.cat([start, self.spatial(offsets[:, :t], template)], dim=1)
+                step = self._decode(prefix, ctx, identity, 0, None, fixed)[0][:, -1:]
+            offsets[:, t: t + 1] = step
+        return offsets.add_(template.unsqueeze(1))

@@ -94,7 +94,8 @@ def _run(args: argparse.Namespace, parallel: Parallel, device: str) -> None:
                              last_path=save_dir / f"{name}_last.pth", log_path=save_dir / f"{name}_log.csv",
                              resume=args.resume, amp=args.amp, grad_clip=args.grad_clip,
                              lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
-                             num_workers=args.num_workers, parallel=parallel)
+                             num_workers=args.num_workers, identity_dropout=args.identity_dropout,
+                             parallel=parallel)
     if not args.test_only:
         config = PTalkerConfig(
             vertice_dim=vertice_dim, feature_dim=args.feature_dim or preset.feature_dim,

@@ -113,6 +113,7 @@ class TrainSettings:
     lr_schedule: str = "constant"         # constant | cosine (to zero at the last step)
     warmup_steps: int = 0                 # optimiser steps of linear warm-up
     num_workers: int = 0                  # DataLoader processes reading the vertex files
+    identity_dropout: float = 0.0         # chance a clip trains without its one-hot (unseen mode)
     parallel: Parallel = field(default_factory=Parallel)
 
 
@@ -146,13 +147,17 @@ class TrainStep(nn.Module):
     """Forward pass and losses as one module, so that DistributedDataParallel sees every parameter
     the losses use (the top-k contrast's temperature is used outside PTalker.forward)."""
 
-    def __init__(self, model: PTalker, lip_ids: torch.Tensor | None):
+    def __init__(self, model: PTalker, lip_ids: torch.Tensor | None, identity_dropout: float = 0.0):
         super().__init__()
-        self.model = model
+        self.model, self.identity_dropout = model, identity_dropout
         self.register_buffer("lip_ids", lip_ids, persistent=False)
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        return batch_losses(self.model, batch, self.lip_ids)
+        condition = None
+        if self.training and self.identity_dropout > 0:   # -1: no one-hot, as for an unseen speaker
+            dropped = torch.rand(len(batch["subject"])) < self.identity_dropout
+            condition = batch["subject"].masked_fill(dropped.to(batch["subject"].device), -1)
+        return batch_losses(self.model, batch, self.lip_ids, condition)
 
 
 def _autocast(device: str, amp: str):
@@ -285,7 +290,7 @@ def train(model: PTalker, train_set: TalkingFaceDataset, val_set: TalkingFaceDat
     accum = settings.gradient_accumulation_steps
     torch.manual_seed(settings.seed + par.rank)   # different dropout on every replica
     model.to(device)
-    step_module = TrainStep(model, None if lip_ids is None else lip_ids.to(device))
+    step_module = TrainStep(model, None if lip_ids is None else lip_ids.to(device), settings.identity_dropout)
     # some parameters (speech layers skipped by layerdrop, the adversary without known speakers) get
     # no gradient in some steps
     net = DistributedDataParallel(step_module, device_ids=[device] if device.startswith("cuda") else None,

@@ -16,6 +16,11 @@ from ptalker.scratch_speech import save_scratch_speech_model  # noqa: E402
 SHARED_DATA = Path(os.environ.get("PTALKER_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
+def pytest_configure(config):
+    # the same filter models/layers.py sets at import, which pytest's per-test warning capture resets
+    config.addinivalue_line("filterwarnings", "ignore:Sparse CSR tensor support is in beta")
+
+
 def shared_file(relative: str) -> Path:
     """A file from ../shared/data, or skip the test when it is not there."""
     path = SHARED_DATA / relative

@@ -11,7 +11,7 @@ from conftest import shared_file
 from models import PTalker, PTalkerConfig
 from models.audio import load_speech_model
 from models.config import ABLATIONS
-from models.layers import alignment_mask, alibi_slopes, periodic_causal_bias
+from models.layers import GraphAttention, MeshGraph, alignment_mask, alibi_slopes, periodic_causal_bias
 from models.losses import compute_losses
 from ptalker.mesh import mesh_edges, read_mesh
 from synthetic import tiny_mesh
@@ -106,6 +106,42 @@ def test_periodic_bias_matches_formula():
                 assert bias[h, i, j].item() == pytest.approx(expected)
     # an offset query block equals the matching rows of the full mask (what the cache relies on)
     assert torch.equal(periodic_causal_bias(slopes, 2, n, period, t0=n - 2), bias[:, -2:])
+
+
+def dense_graph_attention(layer: GraphAttention, x: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
+    """The GAT formula with a dense (V, V) mask, adjacency[dst, src]: the reference."""
+    N, V, _ = x.shape
+    h = layer.lin(x).view(N, V, layer.heads, layer.out_dim)
+    score_src, score_dst = (h * layer.att_src).sum(-1), (h * layer.att_dst).sum(-1)      # (N, V, H)
+    logits = torch.nn.functional.leaky_relu(score_dst.unsqueeze(2) + score_src.unsqueeze(1), 0.2)
+    alpha = logits.masked_fill(~adjacency.view(1, V, V, 1), float("-inf")).softmax(dim=2)  # (N, dst, src, H)
+    out = torch.einsum("nvuh,nuhd->nvhd", alpha, h)
+    return (out.reshape(N, V, -1) if layer.concat else out.mean(2)) + layer.bias
+
+
+@pytest.mark.parametrize("heads,concat", [(2, True), (1, False)])
+def test_sparse_graph_attention_equals_dense_formula_with_gradients(heads, concat):
+    vertices, faces = tiny_mesh()
+    V = len(vertices)
+    edges = torch.from_numpy(mesh_edges(faces, V))
+    adjacency = torch.eye(V, dtype=torch.bool)
+    adjacency[edges[1], edges[0]] = True
+    torch.manual_seed(0)
+    layer = GraphAttention(5, 3, heads, concat=concat).double()
+    x = torch.randn(3, V, 5, dtype=torch.float64, requires_grad=True)
+    graph = MeshGraph(edges, V)
+    sparse, dense = layer(x, graph), dense_graph_attention(layer, x, adjacency)
+    assert torch.allclose(sparse, dense, atol=1e-10)
+    weights = torch.randn_like(dense)
+    inputs = [x, *layer.parameters()]
+    for a, b in zip(torch.autograd.grad((sparse * weights).sum(), inputs),
+                    torch.autograd.grad((dense * weights).sum(), inputs)):
+        assert torch.allclose(a, b, atol=1e-9)
+
+
+def test_mesh_graph_rejects_one_way_edges():
+    with pytest.raises(ValueError, match="both directions"):
+        MeshGraph(torch.tensor([[0, 1], [1, 2]]), 3)
 
 
 def test_aligned_cross_attention_equals_masked_full_attention(tiny_wav2vec2):

@@ -22,7 +22,7 @@ from ptalker.checkpoint import build_model, read_checkpoint
 from ptalker.datasets import resolve_dataset
 from ptalker.errors import UserError
 from ptalker.mesh import load_templates, read_mesh
-from ptalker.training import TrainSettings, TrainStep, lr_factor, train
+from ptalker.training import TrainSettings, TrainStep, batch_losses, lr_factor, train
 from synthetic import write_dataset
 
 TINY = ["--decoder_layers", "1", "--motion_layers", "1", "--motion_conv_layers", "1", "--style_dim", "16",
@@ -104,6 +104,21 @@ def test_equal_length_batch_loss_is_the_mean_of_single_clip_losses(dataset, tiny
                                                  + w.infonce_motion * t["infonce_motion"])
             mean = torch.stack([s["total"] - infonce(s) for s in singles]).mean() + infonce(batched)
         assert batched[name].item() == pytest.approx(mean.item(), rel=1e-4, abs=1e-9), name
+
+
+def test_identity_dropout_trains_clips_as_unseen_speakers(dataset, tiny_wav2vec2):
+    sets, model, _ = splits_and_model(dataset, tiny_wav2vec2)
+    model.eval()                                                 # no dropout inside the network
+    torch.nn.init.normal_(model.head.weight, std=0.05)
+    batch = collate([sets["train"][i] for i in (0, 4)])
+    unseen = batch_losses(model, batch, None, torch.full_like(batch["subject"], -1))["rec"]
+    seen = batch_losses(model, batch, None)["rec"]
+    assert not torch.isclose(unseen, seen)                       # the one-hot matters
+    always, never = TrainStep(model, None, 0.999999), TrainStep(model, None, 0.0)
+    always.training = never.training = True                      # the wrappers only
+    assert torch.isclose(always(batch)["rec"], unseen) and torch.isclose(never(batch)["rec"], seen)
+    always.training = False                                      # evaluation never drops it
+    assert torch.isclose(always(batch)["rec"], seen)
 
 
 # ---------------------------------------------------------------- schedule and guards
