@@ -20,8 +20,17 @@ def _per_clip(lengths: torch.Tensor | None, batch: int, frames: int) -> list[int
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, lengths: list[int]) -> torch.Tensor:
-    """Mean over clips of the MSE over each clip's valid frames. pred/target (B, T, D)."""
-    return torch.stack([F.mse_loss(pred[i, :t], target[i, :t]) for i, t in enumerate(lengths)]).mean()
+    """Mean over clips of the MSE over each clip's valid frames. pred/target (B, T, D).
+
+    One masked reduction over the batch: per-clip slices would each make backward fill a
+    gradient of the whole (B, T, D) batch, B times."""
+    B, T, _ = pred.shape
+    if all(t == T for t in lengths):
+        return F.mse_loss(pred, target)
+    counts = torch.tensor(lengths, device=pred.device, dtype=pred.dtype)
+    valid = torch.arange(T, device=pred.device).unsqueeze(0) < counts.unsqueeze(1)       # (B, T)
+    per_frame = F.mse_loss(pred, target, reduction="none").mean(-1)                    # (B, T)
+    return ((per_frame * valid).sum(1) / counts).mean()
 
 
 def velocity(x: torch.Tensor) -> torch.Tensor:
