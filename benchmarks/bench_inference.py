@@ -14,9 +14,10 @@ weights, activations and caches of one generate() call. Columns: speech encoder 
 of generate() (the autoregressive decode loop), total, real-time factor (wall s / audio s), CPU
 real-time factor (CPU seconds of all threads / audio s: less sensitive to other load on the
 machine), decode milliseconds per frame, peak memory, and the decode wall time of the
-full-recompute reference path (use_cache=False, quadratic in length) divided by the cached one,
-timed up to --naive_max seconds. The load average is printed too: wall times on a shared CPU
-grow with it.
+full-recompute reference path (use_cache=False: every step re-embeds the whole generated prefix
+through the GAT and re-runs the encoders and decoder over it, as the public code does; quadratic
+in length) divided by the cached one, timed up to --naive_max seconds. The load average is printed
+too: wall times on a shared CPU grow with it.
 
 Rows run with OMP_WAIT_POLICY=PASSIVE unless the environment sets it: with OpenMP's default
 spin-waiting, a 2-thread team on a CPU shared with other busy processes stalls at every parallel

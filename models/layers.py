@@ -342,7 +342,8 @@ class GraphAttention(nn.Module):
         w = self.lin.weight.view(H, D, -1)
         score_weight = torch.cat([torch.einsum("hd,hdi->hi", self.att_src, w),
                                   torch.einsum("hd,hdi->hi", self.att_dst, w)])
-        score_src, score_dst = (x.transpose(0, 1) @ score_weight.t()).split(H, dim=-1)
+        scores = (x @ score_weight.t()).transpose(0, 1).contiguous()                 # (V, N, 2H)
+        score_src, score_dst = scores.split(H, dim=-1)
         dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
         with torch.autocast(x.device.type, enabled=False):   # sparse kernels want full precision
             out = _GraphSoftmaxAggregate.apply(score_src.to(dtype).contiguous(), score_dst.to(dtype).contiguous(),
