@@ -6,9 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 EPOCHS=${EPOCHS:-60}
 python SynthTalk/make_dataset.py
-[ -d SynthTalk/speech_scratch ] || python -m ptalker.scratch_speech SynthTalk/speech_scratch \
-  --hidden 96 --layers 3 --heads 4 --conv_dim 64
-python main.py --dataset SynthTalk --audio_model SynthTalk/speech_scratch \
+[ -d SynthTalk/speech_phonemes ] || python SynthTalk/pretrain_speech.py SynthTalk/speech_phonemes
+python main.py --dataset SynthTalk --audio_model SynthTalk/speech_phonemes \
   --feature_dim 64 --period 30 --fps 30 --decoder_layers 2 --motion_layers 1 --motion_conv_layers 2 \
   --style_dim 32 --ablation no_spatial --loss_weight contrastive=1e-5 --batch_size 4 --lr 5e-4 --max_epoch "$EPOCHS" \
   --test_conditions all --model_name synthtalk

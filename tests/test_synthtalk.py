@@ -200,3 +200,48 @@ def test_make_dataset_rejects_bad_flags(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "SynthTalk" / "make_dataset.py"), "--out", str(tmp_path),
                              "--sentences", "41"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "--sentences" in result.stderr
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread; restores the count that the pretraining script changes."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@needs_espeak
+def test_pretrain_speech_learns_phonemes_on_a_fixed_batch(one_thread):
+    import torch
+
+    from SynthTalk.pretrain_speech import build, make_batch, synthesize, train_step
+
+    clips = synthesize(3, seed=0, heldout=False, progress=False)
+    encoder, head = build(hidden=32, layers=1, heads=2, conv_dim=32, seed=0)
+    audio, labels = make_batch(clips, np.random.default_rng(0), encoder.model.config)
+    assert labels.shape == (3, round(audio.shape[1] / 16000 * 30)) and len(labels.unique()) > 10
+    first_conv = encoder.model.feature_extractor.conv_layers[0].conv.weight.detach().clone()
+    optimizer = torch.optim.AdamW([*encoder.parameters(), *head.parameters()], lr=3e-3)
+    losses = [train_step(encoder, head, optimizer, audio, labels) for _ in range(25)]
+    assert np.mean(losses[-3:]) < 0.6 * losses[0], losses
+    assert not torch.equal(encoder.model.feature_extractor.conv_layers[0].conv.weight, first_conv)  # CNN learns
+
+
+@needs_espeak
+def test_pretrain_speech_writes_a_loadable_encoder(tmp_path, one_thread):
+    import json
+
+    from transformers import AutoModel
+
+    from SynthTalk.pretrain_speech import main
+
+    out = tmp_path / "speech"
+    assert main([str(out), "--utterances", "6", "--heldout", "2", "--epochs", "1", "--batch_size", "3",
+                 "--hidden", "16", "--layers", "1", "--heads", "2", "--conv_dim", "16", "--threads", "1"]) == 0
+    model = AutoModel.from_pretrained(out)
+    assert (model.config.hidden_size, model.config.num_hidden_layers) == (16, 1)
+    assert json.loads((out / "pretraining.json").read_text())["heldout"]["frames"] > 0
+    assert [p.name for p in tmp_path.iterdir()] == ["speech"]      # no temp folder left behind
