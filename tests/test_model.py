@@ -11,7 +11,7 @@ from conftest import shared_file
 from models import PTalker, PTalkerConfig
 from models.audio import load_speech_model
 from models.config import ABLATIONS
-from models.layers import GraphAttention, MeshGraph, alignment_mask, alibi_slopes, periodic_causal_bias
+from models.layers import GraphAttention, MeshGraph, TransformerBlock, alignment_mask, alibi_slopes, periodic_causal_bias
 from models.losses import compute_losses
 from ptalker.mesh import mesh_edges, read_mesh
 from synthetic import tiny_mesh
@@ -227,6 +227,16 @@ def test_cached_generation_equals_full_recompute_in_every_mode(tiny_wav2vec2, ra
     # teacher forcing on the model's own output reproduces it: training and inference agree
     seen = model(audio, outputs["seen"], template, torch.eye(3)[1:2])["vertices"]
     assert torch.allclose(seen, outputs["seen"], atol=1e-5)
+
+
+def test_frame_by_frame_attention_past_cache_growth_equals_one_pass():
+    torch.manual_seed(0)
+    block = TransformerBlock(16, 4, 32, period=30, dropout=0.0).eval()
+    x = torch.randn(2, 150, 16)                         # the key/value buffers and bias row regrow twice
+    cache = {}
+    steps = torch.cat([block(x[:, t: t + 1], t, cache) for t in range(150)], dim=1)
+    assert torch.allclose(steps, block(x), atol=1e-5)
+    assert cache["length"] == 150 and cache["k"].shape[2] >= 150
 
 
 def test_sequences_longer_than_600_frames(tiny_wav2vec2):
