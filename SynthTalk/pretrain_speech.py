@@ -36,7 +36,6 @@ import argparse
 import json
 import math
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -56,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ptalker.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from ptalker.errors import UserError, print_user_error  # noqa: E402
-from ptalker.fileio import save_wav  # noqa: E402
+from ptalker.fileio import atomic_folder, save_wav  # noqa: E402
 from SynthTalk.corpus import FPS, SENTENCES  # noqa: E402
 from SynthTalk.speech import Synthesizer, Voice, is_pause  # noqa: E402
 from SynthTalk.splits import HELDOUT_TRAIN_SENTENCES  # noqa: E402
@@ -275,18 +274,9 @@ def train(encoder, head, clips: list[Clip], epochs: int, batch_size: int, lr: fl
 
 def save_atomically(model, out: Path, info: dict) -> None:
     """model.save_pretrained(out) plus pretraining.json, through a temp folder renamed into place."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    old = out.with_name(f".{out.name}.{os.getpid()}.old")
-    try:
+    with atomic_folder(out) as tmp:
         model.save_pretrained(tmp)
         (tmp / "pretraining.json").write_text(json.dumps(info, indent=1) + "\n")
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -23,7 +21,7 @@ from models import PTalker
 
 from .audio import SAMPLE_RATE, load_audio
 from .errors import UserError
-from .fileio import atomic_path
+from .fileio import atomic_folder, atomic_path
 
 AUDIO_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac")
 MIN_SAMPLES = 400        # the speech models' convolutional front end spans 25 ms at 16 kHz
@@ -223,24 +221,6 @@ def export_meshes(folder: str | os.PathLike, vertices: np.ndarray, faces: np.nda
     return len(frames)
 
 
-@contextlib.contextmanager
-def _atomic_folder(path: Path) -> Iterator[Path]:
-    """Yield a temp folder that replaces `path` (and whatever it held) on success, or is removed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    old = path.with_name(f".{path.name}.{os.getpid()}.old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-
-
 @dataclass
 class ClipOutputs:
     npy: Path
@@ -264,7 +244,7 @@ def write_clip(stem: str, vertices: np.ndarray, faces: np.ndarray, fps: float, r
             np.save(f, vertices)
         if export is not None:
             out.meshes = Path(output_dir) / stem
-            out.mesh_count = export_meshes(stack.enter_context(_atomic_folder(out.meshes)), vertices, faces, export)
+            out.mesh_count = export_meshes(stack.enter_context(atomic_folder(out.meshes)), vertices, faces, export)
         if render:
             from .render import render_sequence
 

@@ -39,3 +39,15 @@ def tiny_wav2vec2(tmp_path_factory) -> Path:
 def tiny_hubert(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide HuBERT saved to disk (random weights), loadable offline."""
     return save_scratch_speech_model(tmp_path_factory.mktemp("hubert"), "hubert")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models and per-frame decoding run many small ops: one thread is fastest, and a second
+    only adds synchronisation on a shared machine. Restores the thread count afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -30,15 +30,6 @@ def speech(seconds: float, seed: int = 0) -> torch.Tensor:
     return torch.randn(1, int(seconds * SAMPLE_RATE), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.fixture
-def one_thread():
-    """Per-frame decoding runs many tiny ops; a second thread only adds synchronisation."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("ratio", [1, 2])
 def test_one_window_is_the_unwindowed_encoding(tiny_wav2vec2, ratio):
     encoder = SpeechEncoder(load_speech_model(str(tiny_wav2vec2)), ratio).eval()

@@ -202,17 +202,6 @@ def test_make_dataset_rejects_bad_flags(tmp_path):
     assert result.returncode == 2 and "--sentences" in result.stderr
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run fastest on one thread; restores the count that the pretraining script changes."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @needs_espeak
 def test_pretrain_speech_learns_phonemes_on_a_fixed_batch(one_thread):
     import torch
