@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--unseen", action="store_true", help="same as --condition none")
     p.add_argument("--reference_motion", default=None,
                    help=".npy of absolute vertices (T, V*3) or (T, V, 3) whose motion style to copy")
+    p.add_argument("--reference_subject", default=None,
+                   help="the subject the reference motion was recorded on (its stored neutral face): its "
+                        "offsets are moved onto the animated face; default: the clip is on that face already")
     p.add_argument("--subject", default=None,
                    help="whose face to animate: a template stored in the checkpoint "
                         "(default: the first --test_subjects, else the condition subject)")

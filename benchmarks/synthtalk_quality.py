@@ -63,7 +63,8 @@ def main() -> None:
         clips = [load_audio(data / "wav" / f"{a}_sentence{n:02d}.wav") for n in range(37, 41)]
         amps = []
         for b in speakers:
-            reference = np.load(data / "vertices_npy" / f"{b}_sentence01.npy").reshape(-1, len(template), 3)
+            reference = animator.retarget(np.load(data / "vertices_npy" / f"{b}_sentence01.npy").reshape(
+                -1, len(template), 3), animator.templates[b], template)   # B's motion on A's face
             outs = animator.animate(clips, template, condition=None, reference=reference)
             amps.append(np.mean([lip_amplitude(o, template, lips) for o in outs]))
         corr = float(np.corrcoef(amps, [gt_amp[b] for b in speakers])[0, 1])

@@ -111,6 +111,14 @@ class Animator:
             raise UserError(f"cannot read reference motion {path}: {exc}") from exc
         return as_frames(array, self.num_vertices, f"reference motion {path}")
 
+    @staticmethod
+    def retarget(motion: np.ndarray, source: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """Motion recorded on one face -> the same offsets on another: (T, V, 3) - source (V, 3) + target (V, 3).
+
+        A reference clip's style lives in its offsets from its own speaker's neutral face; given on
+        another face unchanged, the difference between the two faces would read as motion."""
+        return np.asarray(motion, np.float32) - source + target
+
     @torch.no_grad()
     def animate(self, clips: list[np.ndarray], template: np.ndarray, condition: str | None = None,
                 reference: np.ndarray | None = None, batch_size: int = 8) -> list[np.ndarray]:
@@ -313,6 +321,10 @@ def run_demo(args, bundled_model: Path, bundled_wav: Path) -> list[ClipOutputs]:
         subject = args.subject or (test_subjects[0] if test_subjects else None) or \
             (condition if condition in animator.templates else next(iter(animator.templates)))
         template = animator.template(subject)
+    if args.reference_subject is not None:
+        if reference is None:
+            raise UserError("--reference_subject names whose face --reference_motion was recorded on: give both")
+        reference = animator.retarget(reference, animator.template(args.reference_subject), template)
     render = not args.no_render
     if render:
         from .render import select_backend

@@ -176,7 +176,14 @@ def test_style_modes(dataset, outputs, tmp_path, capsys):
     modes = {"seen": ["--condition", "S1"], "none": ["--condition", "none"], "unseen": ["--unseen"],
              "flat": ["--reference_motion", str(tmp_path / "flat.npy")],
              "grid": ["--reference_motion", str(tmp_path / "grid.npy")],
-             "both": ["--reference_motion", str(tmp_path / "flat.npy"), "--condition", "S2"]}
+             "both": ["--reference_motion", str(tmp_path / "flat.npy"), "--condition", "S2"],
+             "retargeted": ["--reference_motion", str(tmp_path / "grid.npy"), "--reference_subject", "S2"],
+             "moved": ["--reference_motion", str(tmp_path / "moved.npy")]}
+    from ptalker.inference import load_animator
+
+    animator = load_animator(dataset / "save" / "tiny.pth")   # S2's motion moved onto S3's face by hand
+    moved = reference.reshape(len(reference), -1, 3) - animator.template("S2") + animator.template("S3")
+    np.save(tmp_path / "moved.npy", moved)
     results = {}
     for mode, flags in modes.items():
         assert run_demo(dataset, outputs, "--wav_path", str(wav), "--no_render", "--subject", "S3", *flags) == 0
@@ -187,6 +194,8 @@ def test_style_modes(dataset, outputs, tmp_path, capsys):
     np.testing.assert_array_equal(results["flat"], results["grid"])
     assert not np.array_equal(results["seen"], results["unseen"])
     assert not np.array_equal(results["flat"], results["unseen"])
+    np.testing.assert_allclose(results["retargeted"], results["moved"], atol=1e-6)
+    assert not np.allclose(results["retargeted"], results["grid"], atol=1e-6)
 
 
 def test_template_mesh(dataset, outputs, tmp_path):
@@ -269,6 +278,7 @@ def _bad_inputs(dataset: Path, tmp: Path) -> dict[str, tuple[list[str], str]]:
         "train_subjects mismatch": ([*wav, "--train_subjects", "S1 S9"], "trained on S1 S2"),
         "bad reference": ([*wav, "--reference_motion", str(tmp / "bad_reference.npy")], "reference motion"),
         "missing reference": ([*wav, "--reference_motion", str(tmp / "nope.npy")], "not found"),
+        "reference subject alone": ([*wav, "--reference_subject", "S2"], "give both"),
         "corrupt checkpoint": ([*wav, "--checkpoint", str(tmp / "corrupt.pth")], "corrupt or not a checkpoint"),
         "no checkpoint": ([*wav, "--model_name", "other"], "no checkpoint"),
     }
