@@ -266,8 +266,9 @@ class MeshGraph(nn.Module):
         with values[m]: one sparse matmul then aggregates M feature sets at once."""
         M, V = values.shape[0], self.num_vertices
         key = (M, values.device)
-        if key not in self._blocks:   # the index arrays depend only on M
-            self._blocks.clear()
+        if key not in self._blocks:   # the index arrays depend only on M (a chunk and a remainder, say)
+            if len(self._blocks) >= 4:
+                self._blocks.clear()
             rows = torch.cat([self.in_degree.new_zeros(1), self.in_degree.repeat(M).cumsum(0)])
             cols = (self.src + V * torch.arange(M, device=self.src.device).unsqueeze(1)).reshape(-1)
             self._blocks[key] = (rows.to(values.device), cols.to(values.device))
