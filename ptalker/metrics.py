@@ -214,6 +214,12 @@ class Scores:
                    by_condition={c: aggregate([r for r in rows if r.condition == c]) for c in conditions},
                    static=aggregate(static_rows) if static_rows else None)
 
+    @property
+    def own_condition(self) -> Aggregate | None:
+        """Sequences scored under their own speaker's condition, when other conditions were scored too."""
+        own = [r for r in self.rows if r.condition and r.condition == split_result_name(r.name)[1]]
+        return aggregate(own) if own and len(own) < len(self.rows) else None
+
     def own_condition_ranking(self) -> tuple[int, int]:
         """Over sequences scored under several conditions including their own speaker's: how many
         have their lowest LVE under their own speaker's condition -> (best, total)."""
@@ -386,6 +392,9 @@ def format_table(scores: Scores, units: Units, per_sequence: bool = False) -> st
     if len(scores.by_condition) > 1:
         entries += [(f"condition {c or '(none)'} ({a.sequences} seq)", a.frames, a.lve, a.fdd, a.mve)
                     for c, a in scores.by_condition.items()]
+    own = scores.own_condition
+    if own is not None:
+        entries.append((f"own speaker's condition ({own.sequences} seq)", own.frames, own.lve, own.fdd, own.mve))
     overall = scores.overall
     entries.append((f"all ({overall.sequences} seq)", overall.frames, overall.lve, overall.fdd, overall.mve))
     if scores.static is not None:

@@ -176,7 +176,11 @@ def test_own_condition_ranking():
                                row("B_s01", "A", 1.0), row("B_s01", "B", 3.0),   # own worse
                                row("C_s01", "A", 1.0)])                          # no own condition
     assert scores.own_condition_ranking() == (1, 2)
-    assert "lowest LVE on 1 of 2 sequences (50%)" in format_table(scores, Units(0, 0, 0))
+    table = format_table(scores, Units(0, 0, 0))
+    assert "lowest LVE on 1 of 2 sequences (50%)" in table
+    assert scores.own_condition.lve == 2.0 and scores.own_condition.sequences == 2     # A under A, B under B
+    assert "own speaker's condition (2 seq)" in table
+    assert Scores.from_rows([row("A_s01", "A", 1.0)]).own_condition is None         # nothing to compare
 
 
 def test_split_result_name():
