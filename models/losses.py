@@ -24,7 +24,7 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, lengths: list[int]) -> 
 
     One masked reduction over the batch: per-clip slices would each make backward fill a
     gradient of the whole (B, T, D) batch, B times."""
-    B, T, _ = pred.shape
+    T = pred.shape[1]
     if all(t == T for t in lengths):
         return F.mse_loss(pred, target)
     counts = torch.tensor(lengths, device=pred.device, dtype=pred.dtype)

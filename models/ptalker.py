@@ -165,12 +165,11 @@ class PTalker(nn.Module):
         start = self.start.expand(B, 1, -1)
         offsets = template.new_zeros(B, frames, template.shape[1])     # filled frame by frame
         cache = {} if use_cache else None
-        motion = start                                                  # embedding of the last frame
         with _single_thread() if use_cache else nullcontext():
             for t in range(frames):
-                if use_cache:
+                if use_cache:   # embed only the newest frame; the caches hold the rest
+                    motion = start if t == 0 else self.spatial(offsets[:, t - 1: t], template)
                     step = self._decode(motion, ctx, identity, t, cache, fixed)[0]
-                    motion = self.spatial(step, template)
                 else:   # re-embed and re-decode the whole prefix, as the public code does
                     prefix = torch.cat([start, self.spatial(offsets[:, :t], template)], dim=1)
                     step = self._decode(prefix, ctx, identity, 0, None, fixed)[0][:, -1:]
