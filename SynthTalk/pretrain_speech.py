@@ -150,11 +150,9 @@ def synthesize(count: int, seed: int, heldout: bool, workers: int = 1, progress:
 def step_times(samples: int, frames: int, config) -> np.ndarray:
     """(frames,) time in seconds of each aligned step SpeechEncoder makes of `samples` audio samples:
     the centre of the CNN window its linear interpolation (align_corners) reads the step from."""
-    field, jump, steps = 1, 1, samples
-    for kernel, stride in zip(config.conv_kernel, config.conv_stride):
-        field += (kernel - 1) * jump
-        jump *= stride
-        steps = (steps - kernel) // stride + 1
+    from models.audio import conv_geometry
+
+    field, jump, steps = conv_geometry(config.conv_kernel, config.conv_stride, samples)
     position = np.arange(frames) * (steps - 1) / max(frames - 1, 1)
     return (position * jump + field / 2) / SAMPLE_RATE
 

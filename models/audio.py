@@ -90,12 +90,8 @@ class SpeechEncoder(nn.Module):
         if audio.shape[1] <= chunk or any(isinstance(getattr(layer, "layer_norm", None), nn.GroupNorm)
                                           for layer in layers[1:]):
             return extractor(audio)
-        field, jump, length = 1, 1, audio.shape[1]
-        for layer in layers:
-            kernel, stride = layer.conv.kernel_size[0], layer.conv.stride[0]
-            field += (kernel - 1) * jump
-            jump *= stride
-            length = (length - kernel) // stride + 1
+        field, jump, length = conv_geometry([layer.conv.kernel_size[0] for layer in layers],
+                                            [layer.conv.stride[0] for layer in layers], audio.shape[1])
         norm = getattr(layers[0], "layer_norm", None)
         stats = _group_statistics(audio, layers[0].conv, norm, chunk) if isinstance(norm, nn.GroupNorm) else None
         step = max(1, (chunk - field) // jump + 1)                        # output steps per chunk
@@ -132,6 +128,17 @@ class SpeechEncoder(nn.Module):
             return self.model.encoder(projected).last_hidden_state
         return torch.cat([self.model.encoder(projected[:, lo:hi]).last_hidden_state[:, start - lo: stop - lo]
                           for lo, start, stop, hi in spans], dim=1)
+
+
+def conv_geometry(kernels: list[int], strides: list[int], samples: int) -> tuple[int, int, int]:
+    """A stack of unpadded 1-D convolutions -> (receptive field and stride of an output step, in
+    input samples; number of output steps for `samples` inputs)."""
+    field, jump, steps = 1, 1, samples
+    for kernel, stride in zip(kernels, strides):
+        field += (kernel - 1) * jump
+        jump *= stride
+        steps = (steps - kernel) // stride + 1
+    return field, jump, steps
 
 
 def _group_statistics(audio: torch.Tensor, conv: nn.Conv1d, norm: nn.GroupNorm,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .audio import SpeechEncoder
+from .audio import SAMPLE_RATE, SpeechEncoder
 from .config import PTalkerConfig
 from .encoders import AudioStyleEncoder, IdentityStyleEncoder, MotionEncoder, SpatialEncoder
 from .layers import PeriodicPositionalEncoding, TransformerBlock, causal_mean, reverse_gradient
@@ -158,7 +158,7 @@ class PTalker(nn.Module):
         encoder and the decoder over the whole prefix at each frame: the slow reference path."""
         B = audio.shape[0]
         if frames is None:
-            frames = max(1, round(audio.shape[1] / 16000 * self.config.fps))
+            frames = max(1, round(audio.shape[1] / SAMPLE_RATE * self.config.fps))
         ctx = self.encode_audio(audio, frames)
         identity = self._identity(one_hot)
         fixed = self.reference_style(reference, template) if reference is not None and self.config.use_style else None

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from models.audio import SAMPLE_RATE
 
-SAMPLE_RATE = 16000
+from .errors import UserError
 
 
 def _decode(path: Path) -> tuple[np.ndarray, int]:
