@@ -23,6 +23,7 @@ from .speech import Synthesizer, Voice
 FPS = 30
 MANIFEST = "synthtalk.json"
 
+# Sentences 73-80 are the held-out validation and test sentences of the seen-speaker protocol (splits.py).
 SENTENCES = (
     "The blue boat drifted slowly past the old wooden pier.",
     "My brother baked a warm apple pie for the whole family.",
@@ -56,6 +57,46 @@ SENTENCES = (
     "Autumn leaves gathered in piles beneath the maple tree.",
     "He measured the room twice before buying the new carpet.",
     "Move quickly, the movie begins in five minutes.",
+    "Jenny dropped her keys somewhere between the car and the door.",
+    "The farmer loaded twelve bales of hay onto the truck.",
+    "Quick, grab an umbrella before the thunder gets any closer.",
+    "Our cat sleeps all afternoon on the warm kitchen floor.",
+    "The judge listened carefully and then closed the case.",
+    "Fresh coffee and toast make a cheerful start to the day.",
+    "Wolves howled across the valley under a silver moon.",
+    "I think the parcel arrived while we were at the zoo.",
+    "The shop on the corner sells shoes, hats and woollen socks.",
+    "Lightning struck the tall oak tree behind the chapel.",
+    "Put the cups back in the cupboard when they are dry.",
+    "A group of students cycled through the village at noon.",
+    "Those purple grapes taste much sweeter than the green ones.",
+    "The captain steered the ship safely into the bay.",
+    "Vivid murals brighten the walls of the old subway station.",
+    "Ask the waiter whether the fish was caught this morning.",
+    "My uncle plays the banjo at every wedding in town.",
+    "The sleepy baby yawned and reached for her blanket.",
+    "Small waves lapped gently against the sandy shore.",
+    "Fifty golden coins were hidden under the loose floorboard.",
+    "We should check the weather before we leave for the lake.",
+    "The gardener pruned the roses and swept the gravel path.",
+    "Choose a number between one and ninety nine.",
+    "Her voice echoed through the empty marble hallway.",
+    "The bakery ran out of cherry muffins by eight o'clock.",
+    "Thick fog rolled in over the harbour after midnight.",
+    "You can borrow my bicycle if you bring it back soon.",
+    "The zebra and the giraffe shared the shade of one tree.",
+    "Dozens of lanterns glowed along the edge of the pond.",
+    "He whispered the answer so that nobody else could hear.",
+    "Polish the silver spoons before the guests arrive.",
+    "The orange kite got tangled in the branches of a pine.",
+    "Few people knew that the old mill still worked.",
+    "Jack wrote a long letter to his cousin in Ohio.",
+    "The crowd cheered loudly when the runner crossed the line.",
+    "Please keep your voice down in the reading room.",
+    "Melted cheese dripped from the edges of the sandwich.",
+    "The wind blew the paper boats far across the pool.",
+    "Yesterday we found a nest of blue eggs in the hedge.",
+    "Bright flames crackled in the fireplace all evening.",
     "The scientist published a short paper about bumblebees.",
     "Boiling water can burn your hands, so be careful.",
     "My grandmother keeps her old letters in a metal box.",
@@ -138,6 +179,11 @@ def _check_manifest(out: Path, seed: int) -> dict:
     if manifest.get("seed") != seed:
         raise UserError(f"{out} holds a SynthTalk corpus made with --seed {manifest.get('seed')}, not {seed}: "
                         "use that seed, another --out, or delete the folder's generated files")
+    texts = dict(enumerate(SENTENCES, 1))
+    stale = [key for key, text in manifest.get("sentences", {}).items() if texts.get(int(key)) != text]
+    if stale:
+        raise UserError(f"{out} holds a SynthTalk corpus with other sentences (sentence {stale[0]} differs): "
+                        "delete its wav/, vertices_npy/ and synthtalk.json, or use another --out")
     return manifest
 
 
@@ -149,7 +195,7 @@ class Summary:
     audio_seconds: float
 
 
-def generate(out: str | os.PathLike, speakers: int = 8, sentences: int = 40, seed: int = 0, workers: int = 1,
+def generate(out: str | os.PathLike, speakers: int = 8, sentences: int = len(SENTENCES), seed: int = 0, workers: int = 1,
              progress: bool = True) -> Summary:
     """Write (or complete) a corpus in the standard layout; finished sequences are kept as they are."""
     from tqdm import tqdm

@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from ptalker.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from ptalker.inference import load_animator  # noqa: E402
+from SynthTalk.splits import HELDOUT_TEST_SENTENCES  # noqa: E402
 
 
 def lip_amplitude(vertices: np.ndarray, template: np.ndarray, lips: np.ndarray) -> float:
@@ -56,11 +57,11 @@ def main() -> None:
     print("1. reference-motion style: lip amplitude (mm RMS) of outputs for speaker A's held-out sentences,")
     print("   animated unseen (no one-hot) with a reference clip (sentence 01) of speaker B")
     gt_amp = {s: np.mean([lip_amplitude(np.load(data / "vertices_npy" / f"{s}_sentence{n:02d}.npy"),
-                                        animator.templates[s], lips) for n in range(37, 41)]) for s in speakers}
+                                        animator.templates[s], lips) for n in HELDOUT_TEST_SENTENCES]) for s in speakers}
     rows, follows = [], 0
     for a in speakers:
         template = animator.template(a)
-        clips = [load_audio(data / "wav" / f"{a}_sentence{n:02d}.wav") for n in range(37, 41)]
+        clips = [load_audio(data / "wav" / f"{a}_sentence{n:02d}.wav") for n in HELDOUT_TEST_SENTENCES]
         amps = []
         for b in speakers:
             reference = animator.retarget(np.load(data / "vertices_npy" / f"{b}_sentence01.npy").reshape(

@@ -71,15 +71,42 @@ class SpeechEncoder(nn.Module):
         if getattr(model, "masked_spec_embed", None) is not None:
             del model.masked_spec_embed
 
-    def forward(self, audio: torch.Tensor, frames: int) -> torch.Tensor:
-        """audio (B, S) raw 16 kHz -> hidden states (B, ratio*frames, hidden)."""
+    def forward(self, audio: torch.Tensor, frames: int,
+                lengths: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """audio (B, S) raw 16 kHz -> hidden states (B, ratio*frames, hidden).
+
+        `lengths` (samples (B,), frames (B,)) marks zero-padded clips of different lengths: each clip
+        is normalised, run through the CNN and aligned on its own samples, then the transformer
+        encodes the batch with the padded steps masked out (they come out zero), which gives each
+        clip what it would get alone."""
+        if lengths is None:
+            conv = self._aligned_conv(audio, self.ratio * frames)
+            return self.contextualise(self._project(conv), audio.shape[1] / SAMPLE_RATE)
+        samples, steps = lengths[0].tolist(), (self.ratio * lengths[1]).tolist()
+        clips = [self._aligned_conv(audio[i: i + 1, :s], n)[0] for i, (s, n) in enumerate(zip(samples, steps))]
+        conv = audio.new_zeros(len(clips), clips[0].shape[0], self.ratio * frames)
+        for i, c in enumerate(clips):
+            conv[i, :, : c.shape[1]] = c
+        projected = self._project(conv)
+        valid = torch.arange(conv.shape[2], device=audio.device) < torch.tensor(steps, device=audio.device)[:, None]
+        if all(len(self.windows(n, s / SAMPLE_RATE)) == 1 for s, n in zip(samples, steps)):
+            out = self.model.encoder(projected, attention_mask=valid).last_hidden_state
+        else:   # a clip long enough for windows: each on its own
+            out = torch.stack([F.pad(self.contextualise(projected[i: i + 1, :n], s / SAMPLE_RATE)[0],
+                                     (0, 0, 0, conv.shape[2] - n)) for i, (s, n) in enumerate(zip(samples, steps))])
+        return out * valid[..., None]
+
+    def _aligned_conv(self, audio: torch.Tensor, steps: int) -> torch.Tensor:
+        """Raw audio (B, S) -> per-utterance normalised CNN features interpolated to (B, C, steps)."""
         audio = (audio - audio.mean(-1, keepdim=True)) / (audio.std(-1, keepdim=True) + 1e-7)
-        conv = self.conv_features(audio)                                  # (B, C, ~50 Hz)
-        conv = F.interpolate(conv, size=self.ratio * frames, mode="linear", align_corners=True)
+        return F.interpolate(self.conv_features(audio), size=steps, mode="linear", align_corners=True)
+
+    def _project(self, conv: torch.Tensor) -> torch.Tensor:
+        """CNN features (B, C, L) -> transformer inputs (B, L, hidden)."""
         projected = self.model.feature_projection(conv.transpose(1, 2))
         if isinstance(projected, tuple):   # wav2vec2 returns (hidden, normed); HuBERT returns hidden
             projected = projected[0]
-        return self.contextualise(projected, audio.shape[1] / SAMPLE_RATE)
+        return projected
 
     def conv_features(self, audio: torch.Tensor) -> torch.Tensor:
         """Normalised audio (B, S) -> CNN features (B, C, N), chunked beyond `conv_chunk_seconds`."""

@@ -75,14 +75,9 @@ class PTalker(nn.Module):
                      audio_lengths: torch.Tensor | None = None,
                      frame_lengths: torch.Tensor | None = None) -> AudioContext:
         """audio (B, S) -> AudioContext for `frames` motion frames. With lengths (B,), each clip is
-        encoded on its own samples (the speech transformer is bidirectional) and zero-padded."""
+        encoded as if alone (the speech transformer is bidirectional) and zero-padded."""
         r = self.config.audio_frames_per_frame
-        if audio_lengths is None:
-            features = self.audio(audio, frames)
-        else:
-            features = audio.new_zeros(audio.shape[0], r * frames, self.config.audio_hidden)
-            for i, (s, t) in enumerate(zip(audio_lengths.tolist(), frame_lengths.tolist())):
-                features[i, : r * t] = self.audio(audio[i: i + 1, :s], t)[0]
+        features = self.audio(audio, frames, None if audio_lengths is None else (audio_lengths, frame_lengths))
         content = self.audio_content(features)
         style, frame_styles = self.audio_style(features, r) if self.config.use_style else (None, None)
         memory_kv = [block.cross_attn.project_memory(content) for block in self.decoder]

@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from SynthTalk import splits
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -56,13 +58,13 @@ BIWI = DatasetPreset(
     mask_source="regions/lve.txt and regions/fdd.txt are published with CodeTalker's BIWI metrics",
 )
 
-SYNTHTALK_SPEAKERS = tuple(f"synth{i:02d}" for i in range(1, 7))
 SYNTHTALK = DatasetPreset(
     # the generated corpus (SynthTalk/make_dataset.py); BIWI-like protocol: seen speakers, held-out sentences
     name="SynthTalk", folder=ROOT / "SynthTalk", fps=30, capture_stride=1, audio_alignment="interpolate",
     vertice_dim=None, feature_dim=64, period=30,
-    train_subjects=SYNTHTALK_SPEAKERS, val_subjects=SYNTHTALK_SPEAKERS, test_subjects=SYNTHTALK_SPEAKERS,
-    train_sentences=range(1, 33), val_sentences=range(33, 37), test_sentences=range(37, 41),
+    train_subjects=splits.TRAIN_SUBJECTS, val_subjects=splits.TRAIN_SUBJECTS, test_subjects=splits.TRAIN_SUBJECTS,
+    train_sentences=splits.HELDOUT_TRAIN_SENTENCES, val_sentences=splits.HELDOUT_VAL_SENTENCES,
+    test_sentences=splits.HELDOUT_TEST_SENTENCES,
     mask_source="regions/ is written by SynthTalk/make_dataset.py",
 )
 

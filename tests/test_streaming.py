@@ -42,6 +42,24 @@ def test_one_window_is_the_unwindowed_encoding(tiny_wav2vec2, ratio):
         assert torch.equal(encoder(audio, 180), expected)
 
 
+@pytest.mark.parametrize("encoder_name", ["tiny_wav2vec2", "tiny_hubert"])
+@pytest.mark.parametrize("windowed", [False, True])
+def test_padded_batch_encodes_each_clip_as_alone(encoder_name, windowed, request):
+    encoder = SpeechEncoder(load_speech_model(str(request.getfixturevalue(encoder_name))), 2).eval()
+    if windowed:   # the 5 s clip needs windows: the batch falls back to clip by clip
+        encoder.window_seconds, encoder.context_seconds = 2.0, 0.5
+    clips, frames = [speech(3, seed=2), speech(5, seed=3), speech(4, seed=4)], [75, 125, 100]
+    audio = torch.zeros(3, clips[1].shape[1])
+    for i, c in enumerate(clips):
+        audio[i, : c.shape[1]] = c[0]
+    lengths = (torch.tensor([c.shape[1] for c in clips]), torch.tensor(frames))
+    with torch.no_grad():
+        batched = encoder(audio, 125, lengths)
+        for i, (c, t) in enumerate(zip(clips, frames)):
+            assert (batched[i, : 2 * t] - encoder(c, t)[0]).abs().max().item() < 1e-4
+            assert not batched[i, 2 * t:].any()                          # padding comes out zero
+
+
 @pytest.mark.parametrize("norm", ["group", "layer"])
 def test_chunked_cnn_matches_one_pass(norm):
     torch.manual_seed(0)

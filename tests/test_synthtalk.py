@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes.util
+import json
 import pickle
 import subprocess
 import sys
@@ -183,6 +184,12 @@ def test_make_dataset_layout_skip_and_determinism(tmp_path):
     assert (out / "vertices_npy" / f"{names[0]}.npy").stat().st_mtime_ns == stamp
     with pytest.raises(UserError, match="seed"):
         generate(out, speakers=2, sentences=2, seed=8, progress=False)
+    # A folder made with other sentence texts would mix them under the same names: refused.
+    manifest = json.loads((out / "synthtalk.json").read_text())
+    manifest["sentences"]["02"] = "Another sentence entirely."
+    (out / "synthtalk.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="sentence 02 differs"):
+        generate(out, speakers=2, sentences=2, seed=7, progress=False)
 
     # The CLI with worker processes writes the same corpus for the same seed.
     other = tmp_path / "cli"
@@ -198,7 +205,7 @@ def test_make_dataset_layout_skip_and_determinism(tmp_path):
 
 def test_make_dataset_rejects_bad_flags(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "SynthTalk" / "make_dataset.py"), "--out", str(tmp_path),
-                             "--sentences", "41"], capture_output=True, text=True, timeout=60)
+                             "--sentences", "81"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "--sentences" in result.stderr
 
 
