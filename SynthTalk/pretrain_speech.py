@@ -22,7 +22,7 @@ uses, so the transformer and its positional convolution see 30 fps steps. The la
 phoneme sounding at the centre of the CNN window that the encoder's linear interpolation reads that
 step from (within 1/30 s of i/30 s, the time of face frame i).
 
-Data: whole training sentences (1-72; 73-80 are held out for the face model) and random word
+Data: whole training sentences (1-32; 33-40 are held out for the face model) and random word
 sequences from their vocabulary, spoken by voices drawn more widely than SynthTalk's speakers: eight
 English accents, pitch, rate and pitch range beyond the speakers' ranges. Held-out utterances use
 voice variants never heard in training (m2, m6, f5). Batches group utterances of similar length, each

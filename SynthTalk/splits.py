@@ -1,10 +1,10 @@
-"""Subject and sentence splits of the default SynthTalk corpus (8 speakers x 80 sentences).
+"""Subject and sentence splits of the default SynthTalk corpus (8 speakers x 40 sentences).
 
 Two protocols, like the two public benchmarks:
-- VOCASET-like (unseen speakers): train synth01-06 on sentences 1-80, validate on synth07 and test on
-  synth08, both on sentences 41-80.
-- BIWI-like (seen speakers, unseen sentences): synth01-06 train on 1-72, validate on 73-76, test on
-  77-80 (Test-A); Test-B is the unseen speakers synth07-08 on 77-80.
+- VOCASET-like (unseen speakers): train synth01-06 on sentences 1-40, validate on synth07 and test on
+  synth08, both on sentences 21-40.
+- BIWI-like (seen speakers, unseen sentences): synth01-06 train on 1-32, validate on 33-36, test on
+  37-40 (Test-A); Test-B is the unseen speakers synth07-08 on 37-40.
 """
 TRAIN_SUBJECTS = ("synth01", "synth02", "synth03", "synth04", "synth05", "synth06")
 VAL_SUBJECTS = ("synth07",)
@@ -12,11 +12,11 @@ TEST_SUBJECTS = ("synth08",)
 UNSEEN_SUBJECTS = VAL_SUBJECTS + TEST_SUBJECTS
 
 # VOCASET-like
-TRAIN_SENTENCES = range(1, 81)
-VAL_SENTENCES = range(41, 81)
-TEST_SENTENCES = range(41, 81)
+TRAIN_SENTENCES = range(1, 41)
+VAL_SENTENCES = range(21, 41)
+TEST_SENTENCES = range(21, 41)
 
 # BIWI-like, on TRAIN_SUBJECTS (Test-B: UNSEEN_SUBJECTS on HELDOUT_TEST_SENTENCES)
-HELDOUT_TRAIN_SENTENCES = range(1, 73)
-HELDOUT_VAL_SENTENCES = range(73, 77)
-HELDOUT_TEST_SENTENCES = range(77, 81)
+HELDOUT_TRAIN_SENTENCES = range(1, 33)
+HELDOUT_VAL_SENTENCES = range(33, 37)
+HELDOUT_TEST_SENTENCES = range(37, 41)

@@ -205,7 +205,7 @@ def test_make_dataset_layout_skip_and_determinism(tmp_path):
 
 def test_make_dataset_rejects_bad_flags(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "SynthTalk" / "make_dataset.py"), "--out", str(tmp_path),
-                             "--sentences", "81"], capture_output=True, text=True, timeout=60)
+                             "--sentences", "41"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "--sentences" in result.stderr
 
 
