@@ -72,7 +72,7 @@ def test_future_motion_and_audio_features_never_change_earlier_frames(tiny_wav2v
     changed_features[:, ratio * cut:] = torch.randn_like(changed_features[:, ratio * cut:])
 
     def run(feats, verts):
-        model.audio.forward = lambda a, frames: feats     # fix the speech features, vary what follows
+        model.audio.forward = lambda a, frames, lengths=None: feats   # fix the speech features, vary what follows
         try:
             return model(audio, verts, template, torch.eye(3)[:1])["vertices"]
         finally:
