@@ -260,6 +260,7 @@ class MeshGraph(nn.Module):
         self.register_buffer("reverse", reverse, persistent=False)
         self.register_buffer("in_degree", torch.bincount(dst, minlength=num_vertices), persistent=False)
         self._blocks: dict = {}
+        self._incidence: dict = {}
 
     def block_diagonal(self, values: torch.Tensor) -> torch.Tensor:
         """values (M, E) -> sparse CSR (M*V, M*V) holding M copies of the graph's matrix, copy m
@@ -276,8 +277,23 @@ class MeshGraph(nn.Module):
         return torch.sparse_csr_tensor(rows, cols, values.reshape(-1), (M * V, M * V), check_invariants=False)
 
     def segment_sum(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-edge x (E, ...) -> per-destination sums (V, ...)."""
-        return torch.segment_reduce(x, "sum", lengths=self.in_degree, axis=0)
+        """Per-edge x (E, ...) -> per-destination sums (V, ...), as one sparse product with the
+        (V, E) incidence matrix (several times faster on CPU than segment_reduce)."""
+        key = (x.dtype, x.device)
+        if key not in self._incidence:
+            E = len(self.dst)
+            rows = torch.cat([self.in_degree.new_zeros(1), self.in_degree.cumsum(0)])
+            self._incidence[key] = torch.sparse_csr_tensor(rows, torch.arange(E, device=self.dst.device),
+                                                        torch.ones(E, dtype=x.dtype), (self.num_vertices, E),
+                                                        check_invariants=False).to(x.device)
+        return (self._incidence[key] @ x.reshape(x.shape[0], -1)).view(self.num_vertices, *x.shape[1:])
+
+    def segment_max(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-edge x (E, ...) -> per-destination maxima (V, ...); every vertex has its self loop."""
+        flat = x.reshape(x.shape[0], -1)
+        index = self.dst.unsqueeze(1).expand_as(flat)
+        out = flat.new_full((self.num_vertices, flat.shape[1]), float("-inf"))
+        return out.scatter_reduce_(0, index, flat, "amax").view(self.num_vertices, *x.shape[1:])
 
 
 class _GraphSoftmaxAggregate(torch.autograd.Function):
@@ -292,7 +308,7 @@ class _GraphSoftmaxAggregate(torch.autograd.Function):
         N, H, V, D = h.shape
         src, dst = graph.src, graph.dst
         logits = F.leaky_relu(score_src.index_select(0, src) + score_dst.index_select(0, dst), slope)
-        shift = torch.segment_reduce(logits, "max", lengths=graph.in_degree, axis=0)   # softmax-invariant
+        shift = graph.segment_max(logits)                                       # softmax-invariant
         weights = (logits - shift.index_select(0, dst)).exp()                            # (E, N, H)
         alpha = (weights / graph.segment_sum(weights).index_select(0, dst)).permute(1, 2, 0).contiguous()
         out = graph.block_diagonal(alpha.view(N * H, -1)) @ h.reshape(N * H * V, D)
