@@ -154,8 +154,8 @@ class Summary:
     audio_seconds: float
 
 
-def generate(out: str | os.PathLike, speakers: int = 8, sentences: int = len(SENTENCES), seed: int = 0, workers: int = 1,
-             progress: bool = True) -> Summary:
+def generate(out: str | os.PathLike, speakers: int = 8, sentences: int = len(SENTENCES), seed: int = 0,
+             workers: int = 1, progress: bool = True) -> Summary:
     """Write (or complete) a corpus in the standard layout; finished sequences are kept as they are."""
     from tqdm import tqdm
 

@@ -281,11 +281,11 @@ class MeshGraph(nn.Module):
         (V, E) incidence matrix (several times faster on CPU than segment_reduce)."""
         key = (x.dtype, x.device)
         if key not in self._incidence:
-            E = len(self.dst)
+            E, device = len(self.dst), self.dst.device   # all three index/value arrays on one device
             rows = torch.cat([self.in_degree.new_zeros(1), self.in_degree.cumsum(0)])
-            self._incidence[key] = torch.sparse_csr_tensor(rows, torch.arange(E, device=self.dst.device),
-                                                        torch.ones(E, dtype=x.dtype), (self.num_vertices, E),
-                                                        check_invariants=False).to(x.device)
+            self._incidence[key] = torch.sparse_csr_tensor(rows, torch.arange(E, device=device),
+                                                           torch.ones(E, dtype=x.dtype, device=device),
+                                                           (self.num_vertices, E), check_invariants=False)
         return (self._incidence[key] @ x.reshape(x.shape[0], -1)).view(self.num_vertices, *x.shape[1:])
 
     def segment_max(self, x: torch.Tensor) -> torch.Tensor:
