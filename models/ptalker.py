@@ -160,7 +160,7 @@ class PTalker(nn.Module):
         start = self.start.expand(B, 1, -1)
         offsets = template.new_zeros(B, frames, template.shape[1])     # filled frame by frame
         cache = {} if use_cache else None
-        with _single_thread() if use_cache else nullcontext():
+        with single_thread() if use_cache else nullcontext():
             for t in range(frames):
                 if use_cache:   # embed only the newest frame; the caches hold the rest
                     motion = start if t == 0 else self.spatial(offsets[:, t - 1: t], template)
@@ -173,7 +173,7 @@ class PTalker(nn.Module):
 
 
 @contextmanager
-def _single_thread():
+def single_thread():
     """One CPU thread for the cached frame loop: a frame's ops are too small to gain from splitting
     them across threads, and their synchronisation costs more (measured: 20% slower with two)."""
     threads = torch.get_num_threads()

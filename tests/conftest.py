@@ -45,9 +45,7 @@ def tiny_hubert(tmp_path_factory) -> Path:
 def one_thread():
     """Tiny models and per-frame decoding run many small ops: one thread is fastest, and a second
     only adds synchronisation on a shared machine. Restores the thread count afterwards."""
-    import torch
+    from models.ptalker import single_thread
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with single_thread():
+        yield
