@@ -98,6 +98,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--identity_dropout", type=_probability, default=0.0,
                    help="probability of training a clip without its speaker one-hot, so the model also "
                         "learns the unseen and reference-motion modes (0, as the original recipe: never)")
+    p.add_argument("--self_feed", type=_probability, default=0.0,
+                   help="probability that a fed-back past frame is the model's own prediction instead of the "
+                        "captured one, as in generation (0, as the original recipe: always captured)")
+    p.add_argument("--val_metric", choices=("loss", "lve"), default="loss",
+                   help="what picks the best checkpoint: the teacher-forced validation loss, or the lip "
+                        "vertex error of generating the validation clips (slower, closer to the test)")
     p.add_argument("--num_workers", type=_at_least(0), default=0,
                    help="DataLoader processes reading the training clips")
     return p.parse_args(argv)

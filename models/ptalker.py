@@ -144,17 +144,22 @@ class PTalker(nn.Module):
     @torch.no_grad()
     def generate(self, audio: torch.Tensor, template: torch.Tensor, one_hot: torch.Tensor | None = None,
                  reference: torch.Tensor | None = None, frames: int | None = None,
-                 use_cache: bool = True) -> torch.Tensor:
+                 use_cache: bool = True, audio_lengths: torch.Tensor | None = None,
+                 frame_lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Autoregressive animation. audio (B, S) at 16 kHz, template (B, V*3) -> vertices (B, T, V*3).
 
         Modes by which style sources are given: a seen speaker (`one_hot`), an unseen one (None), and
         style from a reference motion clip (`reference` (B, Tr, V*3), replacing the style the model
         would otherwise estimate from its own generated motion). `use_cache=False` recomputes every
-        encoder and the decoder over the whole prefix at each frame: the slow reference path."""
+        encoder and the decoder over the whole prefix at each frame: the slow reference path.
+        Clips of different lengths go as a zero-padded batch with audio_lengths and frame_lengths
+        (B,): each clip's frames are those it gets alone (decoding is causal), the rest is padding."""
         B = audio.shape[0]
-        if frames is None:
+        if frame_lengths is not None:
+            frames = int(frame_lengths.max())
+        elif frames is None:
             frames = max(1, round(audio.shape[1] / SAMPLE_RATE * self.config.fps))
-        ctx = self.encode_audio(audio, frames)
+        ctx = self.encode_audio(audio, frames, audio_lengths, frame_lengths)
         identity = self._identity(one_hot)
         fixed = self.reference_style(reference, template) if reference is not None and self.config.use_style else None
         start = self.start.expand(B, 1, -1)

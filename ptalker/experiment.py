@@ -95,6 +95,7 @@ def _run(args: argparse.Namespace, parallel: Parallel, device: str) -> None:
                              resume=args.resume, amp=args.amp, grad_clip=args.grad_clip,
                              lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
                              num_workers=args.num_workers, identity_dropout=args.identity_dropout,
+                             self_feed=args.self_feed, val_metric=args.val_metric,
                              parallel=parallel)
     if not args.test_only:
         config = PTalkerConfig(
@@ -120,7 +121,8 @@ def _run(args: argparse.Namespace, parallel: Parallel, device: str) -> None:
         raise UserError(f"checkpoint {settings.best_path} was trained on {state['train_subjects']}, "
                         f"not on --train_subjects {train_subjects}")
     print(f"testing {settings.best_path} (epoch {state['extra'].get('epoch')}, "
-          f"validation loss {state['extra'].get('val_loss', float('nan')):.6g})", file=sys.stderr)
+          f"validation {state['extra'].get('val_metric', 'loss')} {state['extra'].get('val_loss', float('nan')):.6g})",
+          file=sys.stderr)
     stale = list(result_dir.glob("*.npy")) if result_dir.is_dir() else []
     for path in stale:   # scores must come from this run's predictions only
         path.unlink()

@@ -114,6 +114,8 @@ class TrainSettings:
     warmup_steps: int = 0                 # optimiser steps of linear warm-up
     num_workers: int = 0                  # DataLoader processes reading the vertex files
     identity_dropout: float = 0.0         # chance a clip trains without its one-hot (unseen mode)
+    self_feed: float = 0.0                # chance a fed-back frame is the model's own prediction
+    val_metric: str = "loss"              # loss (teacher-forced) | lve (of generation): picks the best
     parallel: Parallel = field(default_factory=Parallel)
 
 
@@ -130,34 +132,55 @@ def to_device(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
+def _lengths(batch: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(audio lengths, frame lengths) of a batch whose clips differ in length, else (None, None)."""
+    padded = len(set(batch["frame_lengths"].tolist())) > 1 or len(set(batch["audio_lengths"].tolist())) > 1
+    return (batch["audio_lengths"], batch["frame_lengths"]) if padded else (None, None)
+
+
 def batch_losses(model: PTalker, batch: dict, lip_ids: torch.Tensor | None,
-                 condition: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Teacher-forced losses of one padded batch; `condition` (B,) overrides the one-hot subjects."""
+                 condition: torch.Tensor | None = None, fed_back: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Teacher-forced losses of one padded batch; `condition` (B,) overrides the one-hot subjects and
+    `fed_back` (B, T, V*3) the motion the decoder sees as its past (default: the captured motion)."""
     cfg = model.config
     subjects = batch["subject"] if condition is None else condition
-    padded = len(set(batch["frame_lengths"].tolist())) > 1 or len(set(batch["audio_lengths"].tolist())) > 1
-    lengths = (batch["audio_lengths"], batch["frame_lengths"]) if padded else (None, None)
-    out = model(batch["audio"], batch["vertices"], batch["template"],
+    lengths = _lengths(batch)
+    out = model(batch["audio"], batch["vertices"] if fed_back is None else fed_back, batch["template"],
                 one_hot(subjects, cfg.n_subjects).to(batch["audio"].device), *lengths)
-    return compute_losses(out, batch["vertices"], cfg, batch["subject"], lip_ids,
-                          batch["frame_lengths"] if padded else None, model.contrast_scale)
+    return compute_losses(out, batch["vertices"], cfg, batch["subject"], lip_ids, lengths[1], model.contrast_scale)
 
 
 class TrainStep(nn.Module):
     """Forward pass and losses as one module, so that DistributedDataParallel sees every parameter
     the losses use (the top-k contrast's temperature is used outside PTalker.forward)."""
 
-    def __init__(self, model: PTalker, lip_ids: torch.Tensor | None, identity_dropout: float = 0.0):
+    def __init__(self, model: PTalker, lip_ids: torch.Tensor | None, identity_dropout: float = 0.0,
+                 self_feed: float = 0.0):
         super().__init__()
-        self.model, self.identity_dropout = model, identity_dropout
+        self.model, self.identity_dropout, self.self_feed = model, identity_dropout, self_feed
         self.register_buffer("lip_ids", lip_ids, persistent=False)
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        condition = None
+        condition = fed_back = None
         if self.training and self.identity_dropout > 0:   # -1: no one-hot, as for an unseen speaker
             dropped = torch.rand(len(batch["subject"])) < self.identity_dropout
             condition = batch["subject"].masked_fill(dropped.to(batch["subject"].device), -1)
-        return batch_losses(self.model, batch, self.lip_ids, condition)
+        if self.training and self.self_feed > 0:
+            fed_back = self._mix_in_predictions(batch, condition)
+        return batch_losses(self.model, batch, self.lip_ids, condition, fed_back)
+
+    @torch.no_grad()
+    def _mix_in_predictions(self, batch: dict, condition: torch.Tensor | None) -> torch.Tensor:
+        """Captured motion (B, T, V*3) with each frame replaced, with chance `self_feed`, by the
+        model's own one-pass prediction of it. Generation feeds back its own frames; training only on
+        captured ones lets the decoder lean on a past it will never see (exposure bias) — in
+        particular on the speaking style in that past, instead of on the speaker condition."""
+        model, captured = self.model, batch["vertices"]
+        subjects = batch["subject"] if condition is None else condition
+        predicted = model(batch["audio"], captured, batch["template"],
+                          one_hot(subjects, model.config.n_subjects).to(captured.device), *_lengths(batch))["vertices"]
+        swap = torch.rand(captured.shape[:2], device=captured.device) < self.self_feed
+        return torch.where(swap[..., None], predicted, captured)
 
 
 def _autocast(device: str, amp: str):
@@ -184,6 +207,38 @@ def validation_loss(model: PTalker, dataset: TalkingFaceDataset, lip_ids, device
             scores = [batch_losses(model, batch, lip_ids, c)["total"].float() for c in conditions]
         total += torch.stack(scores).mean().item()
         count += 1
+    return _mean_over_ranks(total, count, parallel, device)
+
+
+@torch.no_grad()
+def validation_lip_error(model: PTalker, dataset: TalkingFaceDataset, lip_ids: torch.Tensor, device,
+                         parallel: Parallel = Parallel(), batch_size: int = 32) -> float:
+    """LVE of autoregressive generation, as the test measures it: per frame the largest squared
+    lip-vertex error, averaged over all frames. A clip of a speaker unseen in training is generated
+    under every training condition. Unlike the teacher-forced loss, this sees the errors that
+    generation feeds back to itself. Ranks split the clips and reduce sums and counts."""
+    model.eval()
+    n = model.config.n_subjects
+    jobs = []
+    for i in range(parallel.rank, len(dataset), parallel.world):
+        subject = dataset.sequences[i].subject_index
+        jobs += [(i, c) for c in ([subject] if subject >= 0 else range(n))]
+    jobs.sort(key=lambda job: dataset.frames(job[0]))   # similar lengths share a batch: less padding
+    total, count = 0.0, 0
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start: start + batch_size]
+        batch = to_device(collate([dataset[i] for i, _ in chunk]), device)
+        condition = one_hot(torch.tensor([c for _, c in chunk]), n).to(device)
+        predicted = model.generate(batch["audio"], batch["template"], condition,
+                                   audio_lengths=batch["audio_lengths"], frame_lengths=batch["frame_lengths"])
+        errors = (predicted - batch["vertices"]).unflatten(-1, (-1, 3))[:, :, lip_ids].square().sum(-1).amax(-1)
+        valid = torch.arange(errors.shape[1], device=device) < batch["frame_lengths"][:, None]
+        total += errors[valid].double().sum().item()
+        count += int(valid.sum())
+    return _mean_over_ranks(total, count, parallel, device)
+
+
+def _mean_over_ranks(total: float, count: int, parallel: Parallel, device) -> float:
     if parallel.active:
         reduced = torch.tensor([total, count], dtype=torch.float64, device=device)
         dist.all_reduce(reduced)
@@ -290,7 +345,10 @@ def train(model: PTalker, train_set: TalkingFaceDataset, val_set: TalkingFaceDat
     accum = settings.gradient_accumulation_steps
     torch.manual_seed(settings.seed + par.rank)   # different dropout on every replica
     model.to(device)
-    step_module = TrainStep(model, None if lip_ids is None else lip_ids.to(device), settings.identity_dropout)
+    if settings.val_metric == "lve" and lip_ids is None:
+        raise UserError("--val_metric lve needs the lip region (--lip_mask)")
+    step_module = TrainStep(model, None if lip_ids is None else lip_ids.to(device), settings.identity_dropout,
+                            settings.self_feed)
     # some parameters (speech layers skipped by layerdrop, the adversary without known speakers) get
     # no gradient in some steps
     net = DistributedDataParallel(step_module, device_ids=[device] if device.startswith("cuda") else None,
@@ -349,8 +407,12 @@ def train(model: PTalker, train_set: TalkingFaceDataset, val_set: TalkingFaceDat
             if par.main:
                 bar.set_postfix(loss=f"{sums['total'] / micro:.4g}")
         means = _epoch_means(sums, len(sampler), par, device)
-        val = validation_loss(model, val_set, step_module.lip_ids, device, par, amp) if len(val_set) \
-            else means["total"]
+        if not len(val_set):
+            val = means["total"]
+        elif settings.val_metric == "lve":
+            val = validation_lip_error(model, val_set, step_module.lip_ids, device, par)
+        else:
+            val = validation_loss(model, val_set, step_module.lip_ids, device, par, amp)
         rng_states = _gather(_rng_state(device), par)
         if not par.main:
             continue
@@ -358,14 +420,15 @@ def train(model: PTalker, train_set: TalkingFaceDataset, val_set: TalkingFaceDat
         improved = val < best
         if improved:
             best = val
-            save_checkpoint(settings.best_path, model, extra={"epoch": epoch, "val_loss": val}, **checkpoint_meta)
+            save_checkpoint(settings.best_path, model, extra={"epoch": epoch, "val_loss": val,
+                                                                 "val_metric": settings.val_metric}, **checkpoint_meta)
         print(f"epoch {epoch}: train {_format_terms(means)} | val {val:.6g}{' (best, saved)' if improved else ''}"
               f" | lr {lr:.3g} | {steps} steps | {seconds:.1f}s", file=sys.stderr)
         if log is not None:
             log.append({"epoch": epoch, "steps": steps, **{k: f"{v:.6g}" for k, v in means.items()},
                         "val": f"{val:.6g}", "lr": f"{lr:.6g}", "seconds": f"{seconds:.3f}"})
         save_checkpoint(settings.last_path, model, extra={
-            "epoch": epoch, "best_val": best, "steps": steps, "optimizer": optimizer.state_dict(),
+            "epoch": epoch, "best_val": best, "val_metric": settings.val_metric, "steps": steps, "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_states},
             **checkpoint_meta)
     if par.main and not settings.best_path.is_file():
@@ -382,6 +445,9 @@ def _resume(settings: TrainSettings, model, optimizer, scaler, scheduler, par: P
     extra = state["extra"]
     if "rng" not in extra:
         raise UserError(f"--resume: {settings.last_path} was written by an earlier version and cannot be continued")
+    if extra.get("val_metric", "loss") != settings.val_metric:
+        raise UserError(f"--resume: the run chose its best checkpoint by validation {extra.get('val_metric', 'loss')}, "
+                        f"not {settings.val_metric}: pass the same --val_metric")
     model.load_state_dict(state["state_dict"])
     optimizer.load_state_dict(extra["optimizer"])
     scheduler.load_state_dict(extra["scheduler"])
@@ -392,7 +458,7 @@ def _resume(settings: TrainSettings, model, optimizer, scaler, scheduler, par: P
     else:
         par.say(f"note: the run was saved with {len(extra['rng'])} process(es), this one has {par.world}: "
                 f"dropout draws differ from an uninterrupted run")
-    par.say(f"resuming after epoch {extra['epoch']} (best validation loss {extra['best_val']:.6g})")
+    par.say(f"resuming after epoch {extra['epoch']} (best validation {settings.val_metric} {extra['best_val']:.6g})")
     return extra["epoch"] + 1, extra["best_val"], extra["steps"]
 
 

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -22,7 +23,9 @@ from ptalker.checkpoint import build_model, read_checkpoint
 from ptalker.datasets import resolve_dataset
 from ptalker.errors import UserError
 from ptalker.mesh import load_templates, read_mesh
-from ptalker.training import TrainSettings, TrainStep, batch_losses, lr_factor, train
+from ptalker.metrics import lip_vertex_error
+from ptalker.training import (TrainSettings, TrainStep, batch_losses, lr_factor, one_hot, train,
+                              validation_lip_error)
 from synthetic import write_dataset
 
 TINY = ["--decoder_layers", "1", "--motion_layers", "1", "--motion_conv_layers", "1", "--style_dim", "16",
@@ -121,6 +124,62 @@ def test_identity_dropout_trains_clips_as_unseen_speakers(dataset, tiny_wav2vec2
     assert torch.isclose(always(batch)["rec"], seen)
 
 
+def test_self_feed_trains_on_a_past_mixed_from_predictions_and_captured_frames(dataset, tiny_wav2vec2):
+    sets, model, _ = splits_and_model(dataset, tiny_wav2vec2)
+    model.eval()                                                 # no dropout: predictions are repeatable
+    torch.nn.init.normal_(model.head.weight, std=0.05)
+    batch = collate([sets["train"][i] for i in (0, 4)])
+    step = TrainStep(model, None, self_feed=0.5)
+    step.training = True                                         # the wrapper only
+    torch.manual_seed(3)
+    mixed = step._mix_in_predictions(batch, None)
+    predicted = model(batch["audio"], batch["vertices"], batch["template"],
+                      one_hot(batch["subject"], 2))["vertices"]
+    from_prediction = (mixed == predicted).all(-1)
+    from_capture = (mixed == batch["vertices"]).all(-1)
+    assert (from_prediction | from_capture).all()                # every frame is one or the other
+    assert from_prediction.float().mean().item() == pytest.approx(0.5, abs=0.2) and not from_capture.all()
+    torch.manual_seed(3)
+    fed = step(batch)["rec"]                                     # the same draw inside the training step
+    assert torch.isclose(fed, batch_losses(model, batch, None, fed_back=mixed)["rec"])
+    assert not torch.isclose(fed, batch_losses(model, batch, None)["rec"])
+    step.training = False                                        # validation stays teacher-forced
+    assert torch.isclose(step(batch)["rec"], batch_losses(model, batch, None)["rec"])
+
+
+class Shortened(TalkingFaceDataset):
+    """Clip i keeps its first (18 - 3i) frames and their speech: clips of different lengths."""
+
+    def frames(self, i: int) -> int:
+        return super().frames(i) - 3 * i
+
+    def __getitem__(self, i: int) -> dict:
+        item = super().__getitem__(i)
+        frames = self.frames(i)
+        return {**item, "vertices": item["vertices"][:frames], "audio": item["audio"][: round(frames * 16000 / 30)]}
+
+
+def test_lip_error_validation_scores_generation_as_the_test_does(dataset, tiny_wav2vec2):
+    _, model, _ = splits_and_model(dataset, tiny_wav2vec2)
+    model.eval()
+    torch.nn.init.normal_(model.head.weight, std=0.05)
+    preset = resolve_dataset(dataset)
+    val = Shortened(load_splits(preset, 126, SUBJECTS, {"val": (["S1", "S3"], range(1, 3))})["val"])
+    lips = torch.arange(0, 42, 3)
+    errors = []          # each clip alone, as the test animates it: own condition, or every one if unseen
+    for i in range(len(val)):
+        item = val[i]
+        conditions = [item["subject"]] if item["subject"] >= 0 else range(2)
+        for c in conditions:
+            pred = model.generate(item["audio"][None], item["template"][None], one_hot(torch.tensor([c]), 2),
+                                  frames=len(item["vertices"]))[0]
+            errors.append(lip_vertex_error(pred.numpy(), item["vertices"].numpy(), lips.numpy()))
+    expected = np.concatenate(errors).mean()
+    assert len(errors) == 6 and len({len(e) for e in errors}) == 4
+    for batch_size in (1, 4):        # padded batches of different lengths score as clips alone
+        assert validation_lip_error(model, val, lips, "cpu", batch_size=batch_size) == pytest.approx(expected, rel=1e-5)
+
+
 # ---------------------------------------------------------------- schedule and guards
 
 
@@ -166,6 +225,12 @@ def test_non_finite_states_stop_before_any_checkpoint_is_written(dataset, tiny_w
         train(model, sets["train"], sets["val"], None, settings, meta)
     assert {p: p.read_bytes() for p in saved} == saved
     assert read_checkpoint(settings.last_path)["extra"]["epoch"] == 1
+    # the best checkpoint so far was chosen by another measure
+    settings.val_metric = "lve"
+    with pytest.raises(UserError, match="needs the lip region"):
+        train(model, sets["train"], sets["val"], None, settings, meta)
+    with pytest.raises(UserError, match="chose its best checkpoint by validation loss, not lve"):
+        train(model, sets["train"], sets["val"], torch.arange(10), settings, meta)
 
 
 # ---------------------------------------------------------------- main.py runs
@@ -246,7 +311,8 @@ def test_torchrun_two_processes_keep_identical_replicas(dataset, tiny_wav2vec2, 
     launch.write_text(LAUNCH.format(out=str(tmp_path), main=str(ROOT / "main.py")))
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            str(launch), *command(dataset, tiny_wav2vec2, tmp_path, "--max_epoch", "1",
-                                                 "--batch_size", "2", "--gradient_accumulation_steps", "2")],
+                                                 "--batch_size", "2", "--gradient_accumulation_steps", "2",
+                                                 "--val_metric", "lve")],
                           capture_output=True, text=True, cwd=ROOT, env=quiet_env(), timeout=600)
     assert done.returncode == 0, done.stderr
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
@@ -254,6 +320,7 @@ def test_torchrun_two_processes_keep_identical_replicas(dataset, tiny_wav2vec2, 
         assert torch.equal(value, ranks[1][key]), key
     best = read_checkpoint(tmp_path / "save" / "talk.pth")["state_dict"]
     assert all(torch.equal(best[k], v) for k, v in ranks[0].items())
+    assert re.search(r"validation lve \d", done.stderr)      # the clips' generation errors, gathered from both ranks
     # 8 clips in 4 batches, 2 per rank, one accumulated step; rank 0 alone logs and tests
     assert log_rows(tmp_path / "save" / "talk_log.csv")[0]["steps"] == "1"
     assert done.stderr.count("epoch 1: train") == 1 and done.stderr.count("wrote 2 predictions") == 1
