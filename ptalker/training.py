@@ -174,12 +174,15 @@ class TrainStep(nn.Module):
         """Captured motion (B, T, V*3) with each frame replaced, with chance `self_feed`, by the
         model's own one-pass prediction of it. Generation feeds back its own frames; training only on
         captured ones lets the decoder lean on a past it will never see (exposure bias) — in
-        particular on the speaking style in that past, instead of on the speaker condition."""
+        particular on the speaking style in that past, instead of on the speaker condition.
+        A clip trained without its one-hot keeps its captured past: it stands for the reference-motion
+        mode, whose style comes from captured motion."""
         model, captured = self.model, batch["vertices"]
         subjects = batch["subject"] if condition is None else condition
         predicted = model(batch["audio"], captured, batch["template"],
                           one_hot(subjects, model.config.n_subjects).to(captured.device), *_lengths(batch))["vertices"]
         swap = torch.rand(captured.shape[:2], device=captured.device) < self.self_feed
+        swap &= (subjects >= 0).to(captured.device)[:, None]
         return torch.where(swap[..., None], predicted, captured)
 
 

@@ -143,6 +143,9 @@ def test_self_feed_trains_on_a_past_mixed_from_predictions_and_captured_frames(d
     fed = step(batch)["rec"]                                     # the same draw inside the training step
     assert torch.isclose(fed, batch_losses(model, batch, None, fed_back=mixed)["rec"])
     assert not torch.isclose(fed, batch_losses(model, batch, None)["rec"])
+    unseen = step._mix_in_predictions(batch, torch.tensor([-1, int(batch["subject"][1])]))
+    assert torch.equal(unseen[0], batch["vertices"][0])          # trained as unseen: the captured past
+    assert not torch.equal(unseen[1], batch["vertices"][1])
     step.training = False                                        # validation stays teacher-forced
     assert torch.isclose(step(batch)["rec"], batch_losses(model, batch, None)["rec"])
 
