@@ -120,12 +120,16 @@ class PTalker(nn.Module):
 
     def forward(self, audio: torch.Tensor, vertices: torch.Tensor, template: torch.Tensor,
                 one_hot: torch.Tensor | None, audio_lengths: torch.Tensor | None = None,
-                frame_lengths: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                frame_lengths: torch.Tensor | None = None,
+                motion_style_only: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Teacher-forced pass. audio (B, S), vertices (B, T, V*3), template (B, V*3),
         one_hot (B, n_subjects) or None -> dict with `vertices` (B, T, V*3) and the features the
-        losses use."""
+        losses use. `motion_style_only` (B,) bool: clips decoded without the audio style, their
+        style coming from the motion alone (as in generation from a reference clip)."""
         B, T, _ = vertices.shape
         ctx = self.encode_audio(audio, T, audio_lengths, frame_lengths)
+        if motion_style_only is not None and self.config.use_style:
+            ctx.style = ctx.style.masked_fill(motion_style_only[:, None, None], 0.0)
         offsets = vertices - template.unsqueeze(1)
         motion = torch.cat([self.start.expand(B, 1, -1), self.spatial(offsets[:, :-1], template)], dim=1)
         predicted, content, style_frames = self._decode(motion, ctx, self._identity(one_hot))
@@ -150,7 +154,7 @@ class PTalker(nn.Module):
 
         Modes by which style sources are given: a seen speaker (`one_hot`), an unseen one (None), and
         style from a reference motion clip (`reference` (B, Tr, V*3), replacing the style the model
-        would otherwise estimate from its own generated motion). `use_cache=False` recomputes every
+        would otherwise estimate from the speech and from its own generated motion). `use_cache=False` recomputes every
         encoder and the decoder over the whole prefix at each frame: the slow reference path.
         Clips of different lengths go as a zero-padded batch with audio_lengths and frame_lengths
         (B,): each clip's frames are those it gets alone (decoding is causal), the rest is padding."""
@@ -161,7 +165,10 @@ class PTalker(nn.Module):
             frames = max(1, round(audio.shape[1] / SAMPLE_RATE * self.config.fps))
         ctx = self.encode_audio(audio, frames, audio_lengths, frame_lengths)
         identity = self._identity(one_hot)
-        fixed = self.reference_style(reference, template) if reference is not None and self.config.use_style else None
+        fixed = None
+        if reference is not None and self.config.use_style:
+            fixed = self.reference_style(reference, template)
+            ctx.style = torch.zeros_like(ctx.style)
         start = self.start.expand(B, 1, -1)
         offsets = template.new_zeros(B, frames, template.shape[1])     # filled frame by frame
         cache = {} if use_cache else None

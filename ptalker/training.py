@@ -139,14 +139,16 @@ def _lengths(batch: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
 
 
 def batch_losses(model: PTalker, batch: dict, lip_ids: torch.Tensor | None,
-                 condition: torch.Tensor | None = None, fed_back: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Teacher-forced losses of one padded batch; `condition` (B,) overrides the one-hot subjects and
-    `fed_back` (B, T, V*3) the motion the decoder sees as its past (default: the captured motion)."""
+                 condition: torch.Tensor | None = None, fed_back: torch.Tensor | None = None,
+                 motion_style_only: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Teacher-forced losses of one padded batch; `condition` (B,) overrides the one-hot subjects,
+    `fed_back` (B, T, V*3) the motion the decoder sees as its past (default: the captured motion),
+    and `motion_style_only` (B,) bool marks clips decoded without their audio style."""
     cfg = model.config
     subjects = batch["subject"] if condition is None else condition
     lengths = _lengths(batch)
     out = model(batch["audio"], batch["vertices"] if fed_back is None else fed_back, batch["template"],
-                one_hot(subjects, cfg.n_subjects).to(batch["audio"].device), *lengths)
+                one_hot(subjects, cfg.n_subjects).to(batch["audio"].device), *lengths, motion_style_only)
     return compute_losses(out, batch["vertices"], cfg, batch["subject"], lip_ids, lengths[1], model.contrast_scale)
 
 
@@ -161,16 +163,22 @@ class TrainStep(nn.Module):
         self.register_buffer("lip_ids", lip_ids, persistent=False)
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        condition = fed_back = None
-        if self.training and self.identity_dropout > 0:   # -1: no one-hot, as for an unseen speaker
-            dropped = torch.rand(len(batch["subject"])) < self.identity_dropout
-            condition = batch["subject"].masked_fill(dropped.to(batch["subject"].device), -1)
+        condition = fed_back = motion_style_only = None
+        if self.training and self.identity_dropout > 0:
+            # a dropped one-hot (-1) trains an inference mode without one: half the clips as an unseen
+            # speaker (style from speech and past motion), half as the reference-motion mode (style
+            # from the captured past motion alone)
+            B, device = len(batch["subject"]), batch["subject"].device
+            dropped = torch.rand(B) < self.identity_dropout
+            condition = batch["subject"].masked_fill(dropped.to(device), -1)
+            motion_style_only = (dropped & (torch.rand(B) < 0.5)).to(device)
         if self.training and self.self_feed > 0:
-            fed_back = self._mix_in_predictions(batch, condition)
-        return batch_losses(self.model, batch, self.lip_ids, condition, fed_back)
+            fed_back = self._mix_in_predictions(batch, condition, motion_style_only)
+        return batch_losses(self.model, batch, self.lip_ids, condition, fed_back, motion_style_only)
 
     @torch.no_grad()
-    def _mix_in_predictions(self, batch: dict, condition: torch.Tensor | None) -> torch.Tensor:
+    def _mix_in_predictions(self, batch: dict, condition: torch.Tensor | None,
+                            motion_style_only: torch.Tensor | None = None) -> torch.Tensor:
         """Captured motion (B, T, V*3) with each frame replaced, with chance `self_feed`, by the
         model's own one-pass prediction of it. Generation feeds back its own frames; training only on
         captured ones lets the decoder lean on a past it will never see (exposure bias) — in
@@ -180,7 +188,8 @@ class TrainStep(nn.Module):
         model, captured = self.model, batch["vertices"]
         subjects = batch["subject"] if condition is None else condition
         predicted = model(batch["audio"], captured, batch["template"],
-                          one_hot(subjects, model.config.n_subjects).to(captured.device), *_lengths(batch))["vertices"]
+                          one_hot(subjects, model.config.n_subjects).to(captured.device), *_lengths(batch),
+                          motion_style_only)["vertices"]
         swap = torch.rand(captured.shape[:2], device=captured.device) < self.self_feed
         swap &= (subjects >= 0).to(captured.device)[:, None]
         return torch.where(swap[..., None], predicted, captured)

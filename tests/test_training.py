@@ -109,17 +109,25 @@ def test_equal_length_batch_loss_is_the_mean_of_single_clip_losses(dataset, tiny
         assert batched[name].item() == pytest.approx(mean.item(), rel=1e-4, abs=1e-9), name
 
 
-def test_identity_dropout_trains_clips_as_unseen_speakers(dataset, tiny_wav2vec2):
+def test_identity_dropout_trains_clips_as_unseen_speakers_or_from_reference_motion(dataset, tiny_wav2vec2):
     sets, model, _ = splits_and_model(dataset, tiny_wav2vec2)
     model.eval()                                                 # no dropout inside the network
     torch.nn.init.normal_(model.head.weight, std=0.05)
     batch = collate([sets["train"][i] for i in (0, 4)])
-    unseen = batch_losses(model, batch, None, torch.full_like(batch["subject"], -1))["rec"]
+    no_one_hot = torch.full_like(batch["subject"], -1)
+    unseen = batch_losses(model, batch, None, no_one_hot)["rec"]
     seen = batch_losses(model, batch, None)["rec"]
     assert not torch.isclose(unseen, seen)                       # the one-hot matters
+    torch.manual_seed(1)
+    torch.rand(2)
+    motion_only = torch.rand(2) < 0.5                            # the draws TrainStep makes after seed 1
+    assert motion_only.tolist() == [True, False]                 # one clip in each mode
+    mixed = batch_losses(model, batch, None, no_one_hot, motion_style_only=motion_only)["rec"]
+    assert not torch.isclose(mixed, unseen)                      # so does the audio style
     always, never = TrainStep(model, None, 0.999999), TrainStep(model, None, 0.0)
     always.training = never.training = True                      # the wrappers only
-    assert torch.isclose(always(batch)["rec"], unseen) and torch.isclose(never(batch)["rec"], seen)
+    torch.manual_seed(1)
+    assert torch.isclose(always(batch)["rec"], mixed) and torch.isclose(never(batch)["rec"], seen)
     always.training = False                                      # evaluation never drops it
     assert torch.isclose(always(batch)["rec"], seen)
 
