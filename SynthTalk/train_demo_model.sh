@@ -5,7 +5,7 @@
 # seen-speaker protocol. About 35 minutes on a 2-core CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EPOCHS=${EPOCHS:-120}
+EPOCHS=${EPOCHS:-90}
 python SynthTalk/make_dataset.py
 [ -d SynthTalk/speech_phonemes ] || python SynthTalk/pretrain_speech.py SynthTalk/speech_phonemes
 python main.py --dataset SynthTalk --audio_model SynthTalk/speech_phonemes \
