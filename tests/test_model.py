@@ -227,6 +227,11 @@ def test_cached_generation_equals_full_recompute_in_every_mode(tiny_wav2vec2, ra
     # teacher forcing on the model's own output reproduces it: training and inference agree
     seen = model(audio, outputs["seen"], template, torch.eye(3)[1:2])["vertices"]
     assert torch.allclose(seen, outputs["seen"], atol=1e-5)
+    # style from a reference clip replaces the style heard in the speech
+    with torch.no_grad():
+        model.audio_style.to_decoder.bias.add_(0.5)
+    assert torch.equal(model.generate(audio, template, **modes["reference"]), outputs["reference"])
+    assert not torch.allclose(model.generate(audio, template, **modes["seen"]), outputs["seen"])
 
 
 def test_frame_by_frame_attention_past_cache_growth_equals_one_pass():
