@@ -154,8 +154,9 @@ class PTalker(nn.Module):
 
         Modes by which style sources are given: a seen speaker (`one_hot`), an unseen one (None), and
         style from a reference motion clip (`reference` (B, Tr, V*3), replacing the style the model
-        would otherwise estimate from the speech and from its own generated motion). `use_cache=False` recomputes every
-        encoder and the decoder over the whole prefix at each frame: the slow reference path.
+        would otherwise estimate from the speech and from its own generated motion).
+        `use_cache=False` recomputes every encoder and the decoder over the whole prefix at each
+        frame: the slow reference path.
         Clips of different lengths go as a zero-padded batch with audio_lengths and frame_lengths
         (B,): each clip's frames are those it gets alone (decoding is causal), the rest is padding."""
         B = audio.shape[0]

@@ -432,16 +432,17 @@ def train(model: PTalker, train_set: TalkingFaceDataset, val_set: TalkingFaceDat
         improved = val < best
         if improved:
             best = val
-            save_checkpoint(settings.best_path, model, extra={"epoch": epoch, "val_loss": val,
-                                                                 "val_metric": settings.val_metric}, **checkpoint_meta)
+            save_checkpoint(settings.best_path, model, **checkpoint_meta,
+                            extra={"epoch": epoch, "val_loss": val, "val_metric": settings.val_metric})
         print(f"epoch {epoch}: train {_format_terms(means)} | val {val:.6g}{' (best, saved)' if improved else ''}"
               f" | lr {lr:.3g} | {steps} steps | {seconds:.1f}s", file=sys.stderr)
         if log is not None:
             log.append({"epoch": epoch, "steps": steps, **{k: f"{v:.6g}" for k, v in means.items()},
                         "val": f"{val:.6g}", "lr": f"{lr:.6g}", "seconds": f"{seconds:.3f}"})
         save_checkpoint(settings.last_path, model, extra={
-            "epoch": epoch, "best_val": best, "val_metric": settings.val_metric, "steps": steps, "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_states},
+            "epoch": epoch, "best_val": best, "val_metric": settings.val_metric, "steps": steps,
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "rng": rng_states},
             **checkpoint_meta)
     if par.main and not settings.best_path.is_file():
         raise UserError("training ran no epoch: raise --max_epoch (or drop --resume on a finished run)")
