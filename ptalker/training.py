@@ -31,6 +31,7 @@ from models.losses import compute_losses
 from .checkpoint import read_checkpoint, save_checkpoint
 from .errors import UserError
 from .fileio import atomic_path, save_npy
+from .metrics import lip_vertex_error
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -230,7 +231,7 @@ def validation_lip_error(model: PTalker, dataset: TalkingFaceDataset, lip_ids: t
     under every training condition. Unlike the teacher-forced loss, this sees the errors that
     generation feeds back to itself. Ranks split the clips and reduce sums and counts."""
     model.eval()
-    n = model.config.n_subjects
+    n, lips = model.config.n_subjects, lip_ids.cpu().numpy()
     jobs = []
     for i in range(parallel.rank, len(dataset), parallel.world):
         subject = dataset.sequences[i].subject_index
@@ -243,10 +244,10 @@ def validation_lip_error(model: PTalker, dataset: TalkingFaceDataset, lip_ids: t
         condition = one_hot(torch.tensor([c for _, c in chunk]), n).to(device)
         predicted = model.generate(batch["audio"], batch["template"], condition,
                                    audio_lengths=batch["audio_lengths"], frame_lengths=batch["frame_lengths"])
-        errors = (predicted - batch["vertices"]).unflatten(-1, (-1, 3))[:, :, lip_ids].square().sum(-1).amax(-1)
-        valid = torch.arange(errors.shape[1], device=device) < batch["frame_lengths"][:, None]
-        total += errors[valid].double().sum().item()
-        count += int(valid.sum())
+        for pred, gt, frames in zip(predicted.cpu().numpy(), batch["vertices"].cpu().numpy(),
+                                    batch["frame_lengths"].tolist()):
+            total += float(lip_vertex_error(pred[:frames], gt[:frames], lips).sum())
+            count += frames
     return _mean_over_ranks(total, count, parallel, device)
 
 
