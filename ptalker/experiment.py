@@ -120,9 +120,9 @@ def _run(args: argparse.Namespace, parallel: Parallel, device: str) -> None:
     if state["train_subjects"] != train_subjects:
         raise UserError(f"checkpoint {settings.best_path} was trained on {state['train_subjects']}, "
                         f"not on --train_subjects {train_subjects}")
-    print(f"testing {settings.best_path} (epoch {state['extra'].get('epoch')}, "
-          f"validation {state['extra'].get('val_metric', 'loss')} {state['extra'].get('val_loss', float('nan')):.6g})",
-          file=sys.stderr)
+    extra = state["extra"]
+    print(f"testing {settings.best_path} (epoch {extra.get('epoch')}, validation {extra.get('val_metric', 'loss')} "
+          f"{extra.get('val_loss', float('nan')):.6g})", file=sys.stderr)
     stale = list(result_dir.glob("*.npy")) if result_dir.is_dir() else []
     for path in stale:   # scores must come from this run's predictions only
         path.unlink()

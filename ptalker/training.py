@@ -114,7 +114,7 @@ class TrainSettings:
     lr_schedule: str = "constant"         # constant | cosine (to zero at the last step)
     warmup_steps: int = 0                 # optimiser steps of linear warm-up
     num_workers: int = 0                  # DataLoader processes reading the vertex files
-    identity_dropout: float = 0.0         # chance a clip trains without its one-hot (unseen mode)
+    identity_dropout: float = 0.0         # chance a clip trains without its one-hot (unseen/reference modes)
     self_feed: float = 0.0                # chance a fed-back frame is the model's own prediction
     val_metric: str = "loss"              # loss (teacher-forced) | lve (of generation): picks the best
     parallel: Parallel = field(default_factory=Parallel)
@@ -128,6 +128,12 @@ def one_hot(subjects: torch.Tensor, n_subjects: int) -> torch.Tensor:
     return out
 
 
+def conditions_of(subject: int, n_subjects: int, every: bool = False) -> list[int]:
+    """The training conditions a clip is scored under: its speaker's own if seen in training (or
+    all, with `every`), all of them for a speaker unseen in training (subject -1)."""
+    return list(range(n_subjects)) if subject < 0 or every else [subject]
+
+
 def to_device(batch: dict, device) -> dict:
     """Tensors of a collated batch moved to `device` (asynchronously from pinned memory)."""
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -139,18 +145,24 @@ def _lengths(batch: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     return (batch["audio_lengths"], batch["frame_lengths"]) if padded else (None, None)
 
 
+def _teacher_forced(model: PTalker, batch: dict, condition: torch.Tensor | None, fed_back: torch.Tensor | None,
+                    motion_style_only: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """PTalker.forward on a collated batch (see batch_losses for the arguments)."""
+    subjects = batch["subject"] if condition is None else condition
+    return model(batch["audio"], batch["vertices"] if fed_back is None else fed_back, batch["template"],
+                 one_hot(subjects, model.config.n_subjects).to(batch["audio"].device), *_lengths(batch),
+                 motion_style_only)
+
+
 def batch_losses(model: PTalker, batch: dict, lip_ids: torch.Tensor | None,
                  condition: torch.Tensor | None = None, fed_back: torch.Tensor | None = None,
                  motion_style_only: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Teacher-forced losses of one padded batch; `condition` (B,) overrides the one-hot subjects,
     `fed_back` (B, T, V*3) the motion the decoder sees as its past (default: the captured motion),
     and `motion_style_only` (B,) bool marks clips decoded without their audio style."""
-    cfg = model.config
-    subjects = batch["subject"] if condition is None else condition
-    lengths = _lengths(batch)
-    out = model(batch["audio"], batch["vertices"] if fed_back is None else fed_back, batch["template"],
-                one_hot(subjects, cfg.n_subjects).to(batch["audio"].device), *lengths, motion_style_only)
-    return compute_losses(out, batch["vertices"], cfg, batch["subject"], lip_ids, lengths[1], model.contrast_scale)
+    out = _teacher_forced(model, batch, condition, fed_back, motion_style_only)
+    return compute_losses(out, batch["vertices"], model.config, batch["subject"], lip_ids, _lengths(batch)[1],
+                          model.contrast_scale)
 
 
 class TrainStep(nn.Module):
@@ -186,13 +198,10 @@ class TrainStep(nn.Module):
         particular on the speaking style in that past, instead of on the speaker condition.
         A clip trained without its one-hot keeps its captured past: it stands for the reference-motion
         mode, whose style comes from captured motion."""
-        model, captured = self.model, batch["vertices"]
-        subjects = batch["subject"] if condition is None else condition
-        predicted = model(batch["audio"], captured, batch["template"],
-                          one_hot(subjects, model.config.n_subjects).to(captured.device), *_lengths(batch),
-                          motion_style_only)["vertices"]
+        captured = batch["vertices"]
+        predicted = _teacher_forced(self.model, batch, condition, None, motion_style_only)["vertices"]
         swap = torch.rand(captured.shape[:2], device=captured.device) < self.self_feed
-        swap &= (subjects >= 0).to(captured.device)[:, None]
+        swap &= ((batch["subject"] if condition is None else condition) >= 0).to(captured.device)[:, None]
         return torch.where(swap[..., None], predicted, captured)
 
 
@@ -212,12 +221,10 @@ def validation_loss(model: PTalker, dataset: TalkingFaceDataset, lip_ids, device
     total, count = 0.0, 0
     for i in range(parallel.rank, len(dataset), parallel.world):
         batch = to_device(collate([dataset[i]]), device)
-        if int(batch["subject"][0]) >= 0:
-            conditions = [batch["subject"]]
-        else:
-            conditions = [torch.tensor([c], device=device) for c in range(model.config.n_subjects)]
+        conditions = conditions_of(dataset.sequences[i].subject_index, model.config.n_subjects)
         with _autocast(device, amp):
-            scores = [batch_losses(model, batch, lip_ids, c)["total"].float() for c in conditions]
+            scores = [batch_losses(model, batch, lip_ids, torch.tensor([c], device=device))["total"].float()
+                      for c in conditions]
         total += torch.stack(scores).mean().item()
         count += 1
     return _mean_over_ranks(total, count, parallel, device)
@@ -234,8 +241,7 @@ def validation_lip_error(model: PTalker, dataset: TalkingFaceDataset, lip_ids: t
     n, lips = model.config.n_subjects, lip_ids.cpu().numpy()
     jobs = []
     for i in range(parallel.rank, len(dataset), parallel.world):
-        subject = dataset.sequences[i].subject_index
-        jobs += [(i, c) for c in ([subject] if subject >= 0 else range(n))]
+        jobs += [(i, c) for c in conditions_of(dataset.sequences[i].subject_index, n)]
     jobs.sort(key=lambda job: dataset.frames(job[0]))   # similar lengths share a batch: less padding
     total, count = 0.0, 0
     for start in range(0, len(jobs), batch_size):
@@ -522,8 +528,7 @@ def write_test_predictions(model: PTalker, test_set: TalkingFaceDataset, train_s
     written = []
     jobs = []
     for i, seq in enumerate(test_set.sequences):
-        conditions = range(len(train_subjects)) if seq.subject_index < 0 or all_conditions else [seq.subject_index]
-        jobs += [(i, c) for c in conditions]
+        jobs += [(i, c) for c in conditions_of(seq.subject_index, len(train_subjects), all_conditions)]
     for i, c in tqdm(jobs, desc="test", unit="clip", leave=False):
         item = test_set[i]
         frames = len(item["vertices"])
