@@ -101,6 +101,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--self_feed", type=_probability, default=0.0,
                    help="probability that a fed-back past frame is the model's own prediction instead of the "
                         "captured one, as in generation (0, as the original recipe: always captured)")
+    p.add_argument("--audio_style_dropout", type=_probability, default=0.0,
+                   help="probability that a clip keeping its one-hot trains without the audio style, so the "
+                        "one-hot alone must carry the speaker's style (0, as the original recipe: never)")
     p.add_argument("--val_metric", choices=("loss", "lve"), default="loss",
                    help="what picks the best checkpoint: the teacher-forced validation loss, or the lip "
                         "vertex error of generating the validation clips (slower, closer to the test)")

@@ -95,7 +95,8 @@ def _run(args: argparse.Namespace, parallel: Parallel, device: str) -> None:
                              resume=args.resume, amp=args.amp, grad_clip=args.grad_clip,
                              lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
                              num_workers=args.num_workers, identity_dropout=args.identity_dropout,
-                             self_feed=args.self_feed, val_metric=args.val_metric,
+                             self_feed=args.self_feed, audio_style_dropout=args.audio_style_dropout,
+                             val_metric=args.val_metric,
                              parallel=parallel)
     if not args.test_only:
         config = PTalkerConfig(

@@ -116,6 +116,7 @@ class TrainSettings:
     num_workers: int = 0                  # DataLoader processes reading the vertex files
     identity_dropout: float = 0.0         # chance a clip trains without its one-hot (unseen/reference modes)
     self_feed: float = 0.0                # chance a fed-back frame is the model's own prediction
+    audio_style_dropout: float = 0.0      # chance a clip keeping its one-hot trains without the audio style
     val_metric: str = "loss"              # loss (teacher-forced) | lve (of generation): picks the best
     parallel: Parallel = field(default_factory=Parallel)
 
@@ -170,9 +171,10 @@ class TrainStep(nn.Module):
     the losses use (the top-k contrast's temperature is used outside PTalker.forward)."""
 
     def __init__(self, model: PTalker, lip_ids: torch.Tensor | None, identity_dropout: float = 0.0,
-                 self_feed: float = 0.0):
+                 self_feed: float = 0.0, audio_style_dropout: float = 0.0):
         super().__init__()
         self.model, self.identity_dropout, self.self_feed = model, identity_dropout, self_feed
+        self.audio_style_dropout = audio_style_dropout
         self.register_buffer("lip_ids", lip_ids, persistent=False)
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -185,6 +187,13 @@ class TrainStep(nn.Module):
             dropped = torch.rand(B) < self.identity_dropout
             condition = batch["subject"].masked_fill(dropped.to(device), -1)
             motion_style_only = (dropped & (torch.rand(B) < 0.5)).to(device)
+        if self.training and self.audio_style_dropout > 0:
+            # the speech identifies a seen speaker as well as the one-hot does; decoding some clips
+            # from the one-hot without the audio style makes the one-hot carry the style on its own
+            B, device = len(batch["subject"]), batch["subject"].device
+            kept = (batch["subject"] if condition is None else condition) >= 0
+            silenced = kept & (torch.rand(B) < self.audio_style_dropout).to(device)
+            motion_style_only = silenced if motion_style_only is None else motion_style_only | silenced
         if self.training and self.self_feed > 0:
             fed_back = self._mix_in_predictions(batch, condition, motion_style_only)
         return batch_losses(self.model, batch, self.lip_ids, condition, fed_back, motion_style_only)
@@ -367,7 +376,7 @@ def train(model: PTalker, train_set: TalkingFaceDataset, val_set: TalkingFaceDat
     if settings.val_metric == "lve" and lip_ids is None:
         raise UserError("--val_metric lve needs the lip region (--lip_mask)")
     step_module = TrainStep(model, None if lip_ids is None else lip_ids.to(device), settings.identity_dropout,
-                            settings.self_feed)
+                            settings.self_feed, settings.audio_style_dropout)
     # some parameters (speech layers skipped by layerdrop, the adversary without known speakers) get
     # no gradient in some steps
     net = DistributedDataParallel(step_module, device_ids=[device] if device.startswith("cuda") else None,

@@ -132,6 +132,32 @@ def test_identity_dropout_trains_clips_as_unseen_speakers_or_from_reference_moti
     assert torch.isclose(always(batch)["rec"], seen)
 
 
+def test_audio_style_dropout_decodes_clips_from_their_one_hot_without_the_audio_style(dataset, tiny_wav2vec2):
+    sets, model, _ = splits_and_model(dataset, tiny_wav2vec2)
+    model.eval()                                                 # no dropout inside the network
+    torch.nn.init.normal_(model.head.weight, std=0.05)
+    batch = collate([sets["train"][i] for i in (0, 4)])
+    seen = batch_losses(model, batch, None)["rec"]
+    silenced = batch_losses(model, batch, None, motion_style_only=torch.tensor([True, True]))["rec"]
+    assert not torch.isclose(silenced, seen)                     # the audio style matters
+    step = TrainStep(model, None, audio_style_dropout=0.999999)
+    step.training = True                                         # the wrapper only
+    assert torch.isclose(step(batch)["rec"], silenced)           # one-hot kept, audio style dropped
+    # a clip already without its one-hot (identity dropout) keeps its own mode: only the kept ones drop
+    both = TrainStep(model, None, identity_dropout=0.5, audio_style_dropout=0.999999)
+    both.training = True
+    torch.manual_seed(1)
+    dropped = torch.rand(2) < 0.5                                # the draws TrainStep makes after seed 1
+    reference_mode = dropped & (torch.rand(2) < 0.5)
+    assert dropped.tolist() == [False, True] and not reference_mode.any()   # clip 1 trains as unseen
+    condition = batch["subject"].masked_fill(dropped, -1)
+    expected = batch_losses(model, batch, None, condition, motion_style_only=~dropped | reference_mode)["rec"]
+    torch.manual_seed(1)
+    assert torch.isclose(both(batch)["rec"], expected)
+    step.training = False                                        # evaluation keeps the audio style
+    assert torch.isclose(step(batch)["rec"], seen)
+
+
 def test_self_feed_trains_on_a_past_mixed_from_predictions_and_captured_frames(dataset, tiny_wav2vec2):
     sets, model, _ = splits_and_model(dataset, tiny_wav2vec2)
     model.eval()                                                 # no dropout: predictions are repeatable
