@@ -179,18 +179,17 @@ class TrainStep(nn.Module):
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         condition = fed_back = motion_style_only = None
+        B, device = len(batch["subject"]), batch["subject"].device
         if self.training and self.identity_dropout > 0:
             # a dropped one-hot (-1) trains an inference mode without one: half the clips as an unseen
             # speaker (style from speech and past motion), half as the reference-motion mode (style
             # from the captured past motion alone)
-            B, device = len(batch["subject"]), batch["subject"].device
             dropped = torch.rand(B) < self.identity_dropout
             condition = batch["subject"].masked_fill(dropped.to(device), -1)
             motion_style_only = (dropped & (torch.rand(B) < 0.5)).to(device)
         if self.training and self.audio_style_dropout > 0:
             # the speech identifies a seen speaker as well as the one-hot does; decoding some clips
             # from the one-hot without the audio style makes the one-hot carry the style on its own
-            B, device = len(batch["subject"]), batch["subject"].device
             kept = (batch["subject"] if condition is None else condition) >= 0
             silenced = kept & (torch.rand(B) < self.audio_style_dropout).to(device)
             motion_style_only = silenced if motion_style_only is None else motion_style_only | silenced
