@@ -114,6 +114,16 @@ def test_one_line_errors(vocaset_like, tiny_wav2vec2, change, message):
     assert "Traceback" not in done.stderr
 
 
+def test_probability_flags_take_values_from_zero_to_one(capsys):
+    import main
+    args = main.parse_args(["--self_feed", "1", "--identity_dropout", "0", "--audio_style_dropout", "0.5"])
+    assert (args.self_feed, args.identity_dropout, args.audio_style_dropout) == (1.0, 0.0, 0.5)
+    for bad in ("1.5", "-0.1"):
+        with pytest.raises(SystemExit) as exit_:
+            main.parse_args(["--self_feed", bad])
+        assert exit_.value.code == 2 and f"must be in [0, 1], got {float(bad)}" in capsys.readouterr().err
+
+
 def test_wav_without_vertices_and_corrupt_checkpoint(tmp_path, tiny_wav2vec2):
     root = write_dataset(tmp_path / "VOCASET", ["S1", "S2"], range(1, 3), fps=30, capture_stride=2, seconds=0.5)
     (root / "vertices_npy" / "S1_sentence01.npy").unlink()
