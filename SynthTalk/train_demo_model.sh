@@ -2,7 +2,7 @@
 # Rebuild the bundled demo model (demo/models/synthtalk.pth) from nothing, on a CPU:
 # the SynthTalk corpus, a small wav2vec2-architecture speech encoder pretrained from scratch on
 # SynthTalk-style phoneme labels (no downloaded speech model), and main.py on SynthTalk's
-# seen-speaker protocol. About 31 minutes on a 2-core CPU (6 for the encoder, 25 for the model).
+# seen-speaker protocol. About 30 minutes on a 2-core CPU (6 for the encoder, 24 for the model).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EPOCHS=${EPOCHS:-90}
