@@ -86,6 +86,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--motion_conv_layers", type=int, default=6)
     p.add_argument("--style_dim", type=int, default=128)
     p.add_argument("--gat_dim", type=int, default=8)
+    p.add_argument("--gat_checkpoint", choices=("on", "off"), default="on",
+                   help="recompute the spatial GAT in the backward pass (on: its activation memory stays "
+                        "bounded by 16 frames; off: faster steps, memory grows with batch x frames x vertices)")
     # training at scale; multi-GPU: torchrun --nproc_per_node N main.py ...
     p.add_argument("--amp", choices=("bf16", "fp16", "off"), default="off",
                    help="mixed precision on CUDA (fp16 with loss scaling); ignored on the CPU")

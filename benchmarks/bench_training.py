@@ -2,7 +2,8 @@
 equal-length clips, with ratios to batch size 1.
 
     python benchmarks/bench_training.py [--batch_sizes 1 4 8 16] [--seconds 3] [--sequences 32]
-                                        [--threads N] [--ablation no_spatial] [--device cuda]
+                                        [--threads N] [--ablation no_spatial] [--gat_checkpoint off]
+                                        [--device cuda]
 
 Medium configuration, on the CPU by default: F=64, 2 decoder layers, 2 conv + 2 transformer
 layers in each motion encoder, a randomly initialised 96-wide 3-layer wav2vec2, a 1.4k-vertex
@@ -38,7 +39,7 @@ FPS = 30
 SUBJECTS = ["S1", "S2", "S3", "S4"]
 
 
-def build(ablations: list[str]) -> tuple[PTalker, np.ndarray, np.ndarray]:
+def build(ablations: list[str], gat_checkpoint: bool) -> tuple[PTalker, np.ndarray, np.ndarray]:
     import trimesh
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
@@ -50,7 +51,7 @@ def build(ablations: list[str]) -> tuple[PTalker, np.ndarray, np.ndarray]:
                                           num_conv_pos_embedding_groups=4))
     config = PTalkerConfig(vertice_dim=vertices.size, feature_dim=64, period=FPS, fps=FPS, n_subjects=len(SUBJECTS),
                            decoder_layers=2, motion_layers=2, motion_conv_layers=2, style_dim=64,
-                           gat_dim=8).with_ablations(ablations)
+                           gat_dim=8, gat_checkpoint=gat_checkpoint).with_ablations(ablations)
     return PTalker(config, speech, torch.from_numpy(mesh_edges(faces, len(vertices)))), vertices, faces
 
 
@@ -80,15 +81,17 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--ablation", nargs="*", default=[], help="e.g. no_spatial: without the per-frame GAT")
+    parser.add_argument("--gat_checkpoint", choices=("on", "off"), default="on",
+                        help="recompute the GAT in the backward pass, as main.py's flag")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, vertices, faces = build(args.ablation)
+    model, vertices, faces = build(args.ablation, args.gat_checkpoint == "on")
     frames = int(args.seconds * FPS)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(f"{len(vertices)} vertices, {args.sequences} clips of {frames} frames, {params / 1e6:.2f} M trained "
           f"parameters, {args.device}, {torch.get_num_threads()} threads, "
-          f"ablations: {' '.join(args.ablation) or 'none'}")
+          f"ablations: {' '.join(args.ablation) or 'none'}, GAT checkpointing {args.gat_checkpoint}")
     lips = torch.from_numpy(np.where(vertices[:, 1] < -0.05)[0])
     meta = {"train_subjects": SUBJECTS, "faces": faces, "templates": {s: vertices for s in SUBJECTS}}
     best = {b: 0.0 for b in args.batch_sizes}

@@ -40,7 +40,9 @@ class PTalkerConfig:
     style_dim: int = 128                  # audio style code width
     gat_dim: int = 8                      # per-head width of the spatial GAT's hidden layer
     gat_heads: int = 2
-    gat_chunk: int = 16                   # frames per checkpointed GAT chunk (bounds activation memory)
+    gat_chunk: int = 16                   # frames per GAT chunk (small chunks stay in cache)
+    gat_checkpoint: bool = True           # recompute each chunk in the backward pass: activation memory
+                                          # bounded by one chunk, at about a quarter more step time
     dropout: float = 0.1
     topk_ratio: float = 0.15
     infonce_segments: int = 4             # clip segments that give InfoNCE real negatives at batch size 1

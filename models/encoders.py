@@ -53,13 +53,14 @@ class SpatialEncoder(nn.Module):
 
     Each vertex carries (offset, template position); two GAT layers refine the offset with its
     neighbourhood (residual, last layer zero-initialised so training starts from the plain linear
-    embedding), then Linear(V*3 -> F). Frames are processed in checkpointed chunks, so activation
-    memory is bounded by the chunk size, not the sequence length."""
+    embedding), then Linear(V*3 -> F). Frames are processed in chunks; checkpointed, a chunk's
+    activations are recomputed in the backward pass, so their memory is bounded by the chunk size,
+    not by batch x sequence length."""
 
     def __init__(self, num_vertices: int, dim: int, edges: torch.Tensor | None, gat_dim: int,
-                 gat_heads: int, chunk: int):
+                 gat_heads: int, chunk: int, checkpointed: bool = True):
         super().__init__()
-        self.num_vertices, self.chunk = num_vertices, chunk
+        self.num_vertices, self.chunk, self.checkpointed = num_vertices, chunk, checkpointed
         self.embed = nn.Linear(num_vertices * 3, dim)
         self.gat = None
         if edges is not None:
@@ -83,7 +84,7 @@ class SpatialEncoder(nn.Module):
             templates = templates.reshape(B * T, self.num_vertices, 3)
             parts = []
             for piece, tmpl in zip(flat.split(self.chunk), templates.split(self.chunk)):
-                if torch.is_grad_enabled():
+                if self.checkpointed and torch.is_grad_enabled():
                     parts.append(checkpoint(self._refine, piece, tmpl, use_reentrant=False))
                 else:
                     parts.append(self._refine(piece, tmpl))

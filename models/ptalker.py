@@ -50,7 +50,8 @@ class PTalker(nn.Module):
         self.audio_content = nn.Linear(c.audio_hidden, F_)
         self.identity = IdentityStyleEncoder(c.n_subjects, F_)
         self.spatial = SpatialEncoder(c.num_vertices, F_, edges if c.use_spatial else None,
-                                      c.gat_dim, c.gat_heads, c.gat_chunk)
+                                      c.gat_dim, c.gat_heads, c.gat_chunk,
+                                      c.gat_checkpoint)
         self.start = nn.Parameter(torch.randn(1, 1, F_) * 0.02)
         self.content_encoder = MotionEncoder(F_, c.motion_conv_layers, c.motion_layers, c.motion_heads,
                                              c.period, c.dropout, affine=False) if c.use_motion_encoder else None

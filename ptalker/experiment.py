@@ -105,6 +105,7 @@ def _run(args: argparse.Namespace, parallel: Parallel, device: str) -> None:
             audio_model=args.audio_model, audio_frames_per_frame=2 if preset.audio_alignment == "pairs" else 1,
             decoder_layers=args.decoder_layers, motion_layers=args.motion_layers,
             motion_conv_layers=args.motion_conv_layers, style_dim=args.style_dim, gat_dim=args.gat_dim,
+            gat_checkpoint=args.gat_checkpoint == "on",
         ).with_ablations(args.ablation)
         try:
             config = config.with_loss_weights(args.loss_weight)

@@ -88,7 +88,7 @@ def test_checkpoint_save_load_gives_identical_predictions(vocaset_like, tiny_wav
 def test_biwi_like_pairs_alignment_and_seen_test_subjects(biwi_like, tiny_wav2vec2):
     done = run_main("--dataset", str(biwi_like), "--vertice_dim", "126", "--feature_dim", "16", "--period", "25",
                     "--train_subjects", "F2 M3", "--val_subjects", "F2 M3", "--test_subjects", "F2 M3",
-                    "--max_epoch", "1", "--audio_model", str(tiny_wav2vec2), *TINY[:-2])
+                    "--max_epoch", "1", "--audio_model", str(tiny_wav2vec2), "--gat_checkpoint", "off", *TINY[:-2])
     assert done.returncode == 0, done.stderr
     # seen speakers are animated under their own condition; LVE in BIWI's units
     assert sorted(p.name for p in (biwi_like / "result").glob("*.npy")) == [
@@ -96,6 +96,7 @@ def test_biwi_like_pairs_alignment_and_seen_test_subjects(biwi_like, tiny_wav2ve
     assert "LVE (x1e-4)" in done.stdout
     _, state = load_checkpoint(biwi_like / "save" / "biwi.pth")
     assert state["config"]["audio_frames_per_frame"] == 2 and state["config"]["fps"] == 25
+    assert state["config"]["gat_checkpoint"] is False
 
 
 @pytest.mark.parametrize("change,message", [

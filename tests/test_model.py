@@ -139,6 +139,20 @@ def test_sparse_graph_attention_equals_dense_formula_with_gradients(heads, conca
         assert torch.allclose(a, b, atol=1e-9)
 
 
+def test_gat_checkpointing_changes_no_gradient(tiny_wav2vec2):
+    grads = []
+    for checkpointed in (True, False):
+        model, template = make_model(tiny_wav2vec2, gat_checkpoint=checkpointed, gat_chunk=3)
+        assert model.spatial.checkpointed is checkpointed
+        torch.manual_seed(1)
+        offsets = 0.01 * torch.randn(2, 7, template.shape[1])       # 14 frames: chunks of 3 and a rest of 2
+        model.spatial(offsets, template.expand(2, -1)).square().sum().backward()
+        grads.append([p.grad for p in model.spatial.parameters()])
+    assert all(g is not None and g.abs().sum() > 0 for g in grads[0])
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-8)
+
+
 def test_mesh_graph_rejects_one_way_edges():
     with pytest.raises(ValueError, match="both directions"):
         MeshGraph(torch.tensor([[0, 1], [1, 2]]), 3)
