@@ -38,6 +38,13 @@ def _probability(text: str) -> float:
     return value
 
 
+def _decay(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="PTalker: train, validate and test on a dataset.")
     # flags of the original script, same names and meaning
@@ -110,6 +117,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val_metric", choices=("loss", "lve"), default="loss",
                    help="what picks the best checkpoint: the teacher-forced validation loss, or the lip "
                         "vertex error of generating the validation clips (slower, closer to the test)")
+    p.add_argument("--ema", type=_decay, default=0.0,
+                   help="decay of an exponential moving average of the weights (e.g. 0.999), which validation, "
+                        "the best checkpoint and the test use (0, as the original recipe: no average)")
     p.add_argument("--num_workers", type=_at_least(0), default=0,
                    help="DataLoader processes reading the training clips")
     return p.parse_args(argv)

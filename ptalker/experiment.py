@@ -96,7 +96,7 @@ def _run(args: argparse.Namespace, parallel: Parallel, device: str) -> None:
                              lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
                              num_workers=args.num_workers, identity_dropout=args.identity_dropout,
                              self_feed=args.self_feed, audio_style_dropout=args.audio_style_dropout,
-                             val_metric=args.val_metric,
+                             val_metric=args.val_metric, ema=args.ema,
                              parallel=parallel)
     if not args.test_only:
         config = PTalkerConfig(

@@ -118,6 +118,7 @@ class TrainSettings:
     self_feed: float = 0.0                # chance a fed-back frame is the model's own prediction
     audio_style_dropout: float = 0.0      # chance a clip keeping its one-hot trains without the audio style
     val_metric: str = "loss"              # loss (teacher-forced) | lve (of generation): picks the best
+    ema: float = 0.0                      # decay of the weights' moving average; 0: no average
     parallel: Parallel = field(default_factory=Parallel)
 
 
@@ -211,6 +212,42 @@ class TrainStep(nn.Module):
         swap = torch.rand(captured.shape[:2], device=captured.device) < self.self_feed
         swap &= ((batch["subject"] if condition is None else condition) >= 0).to(captured.device)[:, None]
         return torch.where(swap[..., None], predicted, captured)
+
+
+class WeightAverage:
+    """Exponential moving average of a model's floating-point parameters and buffers, updated after
+    every optimiser step. Validation, the best checkpoint and so the test use the average, which
+    smooths the step-to-step noise of the raw weights; training goes on from the raw weights."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.model, self.decay, self.updates = model, decay, 0
+        self.average = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self) -> None:
+        # a short horizon at first, so that the random initial weights fade from the average quickly
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        live = self.model.state_dict()
+        torch._foreach_lerp_(list(self.average.values()), [live[k] for k in self.average], 1.0 - decay)
+        self.updates += 1
+
+    @contextlib.contextmanager
+    def swapped_in(self):
+        """The model holds the averaged weights inside the block, its raw weights again after it."""
+        raw = {k: v.clone() for k, v in self.model.state_dict().items() if k in self.average}
+        self.model.load_state_dict(self.average, strict=False)
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(raw, strict=False)
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "updates": self.updates, "average": self.average}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = state["updates"]
+        for k, v in state["average"].items():
+            self.average[k].copy_(v)
 
 
 def _autocast(device: str, amp: str):
@@ -356,7 +393,8 @@ def train(model: PTalker, train_set: TalkingFaceDataset, val_set: TalkingFaceDat
           checkpoint_meta: dict) -> Path:
     """Train with Adam; keep the checkpoint with the best validation loss at `settings.best_path` and the
     state at the end of the latest epoch (for --resume) at `settings.last_path`. Returns the best
-    checkpoint's path.
+    checkpoint's path. With `settings.ema`, validation and the best checkpoint use the weights'
+    moving average.
 
     A non-finite loss, gradient or parameter stops training with a UserError naming the epoch,
     step and clips, before any checkpoint of that epoch is written.
@@ -391,10 +429,11 @@ def train(model: PTalker, train_set: TalkingFaceDataset, val_set: TalkingFaceDat
     steps_per_epoch = math.ceil(len(sampler) / accum)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(
         settings.lr_schedule, settings.warmup_steps, steps_per_epoch * settings.max_epoch))
+    average = WeightAverage(model, settings.ema) if settings.ema > 0 else None
     start_epoch, best, steps = 1, math.inf, 0
     lr = optimizer.param_groups[0]["lr"]     # of the latest step, for the log
     if settings.resume:
-        start_epoch, best, steps = _resume(settings, model, optimizer, scaler, scheduler, par)
+        start_epoch, best, steps = _resume(settings, model, optimizer, scaler, scheduler, average, par)
     log = EpochLog(settings.log_path, start_epoch - 1) if settings.log_path and par.main else None
     for epoch in range(start_epoch, settings.max_epoch + 1):
         sampler.set_epoch(epoch)
@@ -430,25 +469,28 @@ def train(model: PTalker, train_set: TalkingFaceDataset, val_set: TalkingFaceDat
                     raise UserError(f"non-finite parameters after the optimiser step at {where} "
                                     f"({', '.join(step_names)}); no checkpoint written for this epoch "
                                     f"— try a lower --lr or --grad_clip 1.0")
+                if average is not None:
+                    average.update()
                 bad, step_names = None, []
             if par.main:
                 bar.set_postfix(loss=f"{sums['total'] / micro:.4g}")
         means = _epoch_means(sums, len(sampler), par, device)
-        if not len(val_set):
-            val = means["total"]
-        elif settings.val_metric == "lve":
-            val = validation_lip_error(model, val_set, step_module.lip_ids, device, par)
-        else:
-            val = validation_loss(model, val_set, step_module.lip_ids, device, par, amp)
+        with average.swapped_in() if average is not None else contextlib.nullcontext():
+            if not len(val_set):
+                val = means["total"]
+            elif settings.val_metric == "lve":
+                val = validation_lip_error(model, val_set, step_module.lip_ids, device, par)
+            else:
+                val = validation_loss(model, val_set, step_module.lip_ids, device, par, amp)
+            improved = val < best
+            if improved and par.main:
+                save_checkpoint(settings.best_path, model, **checkpoint_meta,
+                                extra={"epoch": epoch, "val_loss": val, "val_metric": settings.val_metric})
+        best = min(best, val)
         rng_states = _gather(_rng_state(device), par)
         if not par.main:
             continue
         seconds = time.time() - started
-        improved = val < best
-        if improved:
-            best = val
-            save_checkpoint(settings.best_path, model, **checkpoint_meta,
-                            extra={"epoch": epoch, "val_loss": val, "val_metric": settings.val_metric})
         print(f"epoch {epoch}: train {_format_terms(means)} | val {val:.6g}{' (best, saved)' if improved else ''}"
               f" | lr {lr:.3g} | {steps} steps | {seconds:.1f}s", file=sys.stderr)
         if log is not None:
@@ -457,14 +499,16 @@ def train(model: PTalker, train_set: TalkingFaceDataset, val_set: TalkingFaceDat
         save_checkpoint(settings.last_path, model, extra={
             "epoch": epoch, "best_val": best, "val_metric": settings.val_metric, "steps": steps,
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(), "rng": rng_states},
+            "scaler": scaler.state_dict(), "rng": rng_states,
+            "ema": None if average is None else average.state_dict()},
             **checkpoint_meta)
     if par.main and not settings.best_path.is_file():
         raise UserError("training ran no epoch: raise --max_epoch (or drop --resume on a finished run)")
     return settings.best_path
 
 
-def _resume(settings: TrainSettings, model, optimizer, scaler, scheduler, par: Parallel) -> tuple[int, float, int]:
+def _resume(settings: TrainSettings, model, optimizer, scaler, scheduler, average: WeightAverage | None,
+            par: Parallel) -> tuple[int, float, int]:
     """Restore the state at the end of the last finished epoch -> (next epoch, best validation loss,
     optimiser steps). The interrupted epoch reruns from its beginning with the same random numbers."""
     if not settings.last_path.is_file():
@@ -476,7 +520,13 @@ def _resume(settings: TrainSettings, model, optimizer, scaler, scheduler, par: P
     if extra.get("val_metric", "loss") != settings.val_metric:
         raise UserError(f"--resume: the run chose its best checkpoint by validation {extra.get('val_metric', 'loss')}, "
                         f"not {settings.val_metric}: pass the same --val_metric")
+    saved_decay = (extra.get("ema") or {}).get("decay", 0.0)
+    if saved_decay != settings.ema:
+        raise UserError(f"--resume: the run averaged its weights with --ema {saved_decay:g}, not {settings.ema:g}: "
+                        f"pass the same --ema")
     model.load_state_dict(state["state_dict"])
+    if average is not None:
+        average.load_state_dict(extra["ema"])
     optimizer.load_state_dict(extra["optimizer"])
     scheduler.load_state_dict(extra["scheduler"])
     if extra["scaler"]:

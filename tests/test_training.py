@@ -24,8 +24,8 @@ from ptalker.datasets import resolve_dataset
 from ptalker.errors import UserError
 from ptalker.mesh import load_templates, read_mesh
 from ptalker.metrics import lip_vertex_error
-from ptalker.training import (TrainSettings, TrainStep, batch_losses, lr_factor, one_hot, train,
-                              validation_lip_error)
+from ptalker.training import (TrainSettings, TrainStep, WeightAverage, batch_losses, lr_factor, one_hot, train,
+                              validation_lip_error, validation_loss)
 from synthetic import write_dataset
 
 TINY = ["--decoder_layers", "1", "--motion_layers", "1", "--motion_conv_layers", "1", "--style_dim", "16",
@@ -228,6 +228,50 @@ def test_learning_rate_schedules():
     assert lr_factor("cosine", 2, 12)(7) == pytest.approx(0.5)
 
 
+def test_weight_average_follows_the_weights_and_swaps_in_and_out():
+    layer = torch.nn.Linear(2, 1)
+    start = layer.weight.detach().clone()
+    average = WeightAverage(layer, 0.5)
+    with torch.no_grad():
+        layer.weight.add_(1.0)
+    average.update()     # warm-up horizon: decay min(0.5, 1/10)
+    assert torch.allclose(average.average["weight"], 0.1 * start + 0.9 * (start + 1))
+    for _ in range(30):
+        average.update()  # decay 0.5 from the 9th update on: the average converges to the weights
+    assert torch.allclose(average.average["weight"], start + 1, atol=1e-4)
+    with torch.no_grad():
+        layer.weight.add_(2.0)
+    average.update()
+    expected = average.average["weight"].clone()
+    with average.swapped_in():
+        assert torch.equal(layer.weight, expected)
+    assert torch.equal(layer.weight, start + 3)
+    copy = WeightAverage(torch.nn.Linear(2, 1), 0.5)
+    copy.load_state_dict(average.state_dict())
+    assert copy.updates == 32 and torch.equal(copy.average["weight"], expected)
+
+
+def test_moving_average_is_what_validation_and_the_best_checkpoint_use(dataset, tiny_wav2vec2, tmp_path):
+    sets, model, meta = splits_and_model(dataset, tiny_wav2vec2)
+    settings = TrainSettings(max_epoch=1, lr=1e-3, batch_size=2, best_path=tmp_path / "m.pth",
+                             last_path=tmp_path / "m_last.pth", ema=0.9)
+    train(model, sets["train"], sets["val"], None, settings, meta)
+    best, last = read_checkpoint(settings.best_path), read_checkpoint(settings.last_path)
+    average = last["extra"]["ema"]["average"]
+    assert last["extra"]["ema"]["updates"] == 4
+    assert all(torch.equal(best["state_dict"][k], v) for k, v in average.items())
+    assert not torch.equal(best["state_dict"]["head.weight"], last["state_dict"]["head.weight"])
+    # the raw weights go on training
+    assert all(torch.equal(v, last["state_dict"][k]) for k, v in model.state_dict().items())
+    with torch.no_grad():
+        model.load_state_dict(best["state_dict"])
+        val = validation_loss(model, sets["val"], None, "cpu")
+    assert val == pytest.approx(best["extra"]["val_loss"], rel=1e-6)
+    settings.max_epoch, settings.resume, settings.ema = 2, True, 0.99
+    with pytest.raises(UserError, match="averaged its weights with --ema 0.9, not 0.99"):
+        train(model, sets["train"], sets["val"], None, settings, meta)
+
+
 def test_non_finite_states_stop_before_any_checkpoint_is_written(dataset, tiny_wav2vec2, tmp_path, capsys,
                                                                   monkeypatch):
     sets, model, meta = splits_and_model(dataset, tiny_wav2vec2)
@@ -285,13 +329,13 @@ def log_rows(path: Path) -> list[dict]:
 
 def test_killed_and_resumed_run_ends_with_the_same_checkpoints(dataset, tiny_wav2vec2, tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    done = run_main(*command(dataset, tiny_wav2vec2, whole, "--max_epoch", "3"))
+    done = run_main(*command(dataset, tiny_wav2vec2, whole, "--max_epoch", "3", "--ema", "0.5"))
     assert done.returncode == 0, done.stderr
 
     stderr = tmp_path / "killed.err"
     with open(stderr, "w") as err:
         process = subprocess.Popen([sys.executable, str(ROOT / "main.py"),
-                                    *command(dataset, tiny_wav2vec2, killed, "--max_epoch", "3")],
+                                    *command(dataset, tiny_wav2vec2, killed, "--max_epoch", "3", "--ema", "0.5")],
                                    stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT, env=quiet_env())
     try:
         deadline = time.time() + 300
@@ -306,7 +350,7 @@ def test_killed_and_resumed_run_ends_with_the_same_checkpoints(dataset, tiny_wav
     assert process.returncode == -signal.SIGKILL
     assert read_checkpoint(killed / "save" / "talk_last.pth")["extra"]["epoch"] == 1
 
-    resumed = run_main(*command(dataset, tiny_wav2vec2, killed, "--max_epoch", "3", "--resume"))
+    resumed = run_main(*command(dataset, tiny_wav2vec2, killed, "--max_epoch", "3", "--ema", "0.5", "--resume"))
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming after epoch 1" in resumed.stderr
     for name in ("talk.pth", "talk_last.pth"):
