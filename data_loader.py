@@ -35,15 +35,16 @@ def sentence_of(name: str) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
-def parse_range(text: str | range) -> range:
-    """`1-40` -> range(1, 41); a range passes through."""
-    if isinstance(text, range):
+def parse_sentences(text: str | range | tuple[int, ...]) -> range | tuple[int, ...]:
+    """`1-40` -> range(1, 41); `1-32,41-72` -> the numbers of both ranges; numbers pass through."""
+    if not isinstance(text, str):
         return text
     try:
-        low, high = (int(x) for x in str(text).split("-"))
+        ranges = [range(low, high + 1) for low, high in ((int(x) for x in part.split("-"))
+                                                        for part in text.split(","))]
     except ValueError:
-        raise UserError(f"sentence range must look like 1-40, got {text!r}") from None
-    return range(low, high + 1)
+        raise UserError(f"sentence range must look like 1-40 (or 1-32,41-72), got {text!r}") from None
+    return ranges[0] if len(ranges) == 1 else tuple(n for r in ranges for n in r)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from ptalker.mesh import load_templates, write_mesh
 from .face import Face, FaceShape, build_face
 from .motion import SpeakingStyle, animate
 from .speech import Synthesizer, Voice
+from .splits import CROSS_VOICE_SENTENCES, TRAIN_SUBJECTS
 
 FPS = 30
 MANIFEST = "synthtalk.json"
@@ -94,6 +95,37 @@ def sequence_name(speaker: str, sentence: int) -> str:
     return f"{speaker}_sentence{sentence:02d}"
 
 
+# Cross-voice sentences: sentence 40 + k of each of the first six speakers (the training speakers)
+# is sentence k spoken in another of those six speakers' voices, moved with the speaker's own style
+# and face. With one voice per speaker the speech alone would tell the style, and a model could
+# learn to ignore the speaker condition and a reference clip's motion.
+CROSS_VOICE_OFFSET = CROSS_VOICE_SENTENCES.start - 1
+
+
+def sentences_of(speaker_index: int, sentences: int, speakers: int) -> list[int]:
+    """The sentence numbers a speaker records: 1..`sentences`, then the cross-voice copies of the
+    first min(sentences, 32) when the speaker is one of at least two crossing speakers."""
+    own = list(range(1, sentences + 1))
+    crossing = min(speakers, len(TRAIN_SUBJECTS))
+    if speaker_index >= crossing or crossing < 2:
+        return own
+    return own + [CROSS_VOICE_OFFSET + k for k in range(1, min(sentences, len(CROSS_VOICE_SENTENCES)) + 1)]
+
+
+def text_of(sentence: int) -> int:
+    """The number of the text in SENTENCES that a sentence number speaks."""
+    return sentence - CROSS_VOICE_OFFSET if sentence in CROSS_VOICE_SENTENCES else sentence
+
+
+def voice_of(speaker_index: int, sentence: int, speakers: int) -> int:
+    """Whose voice speaks a sentence: the speaker's own; for the cross-voice sentences the other
+    crossing speakers' in turn."""
+    if sentence not in CROSS_VOICE_SENTENCES:
+        return speaker_index
+    crossing = min(speakers, len(TRAIN_SUBJECTS))
+    return (speaker_index + 1 + (text_of(sentence) - 1) % (crossing - 1)) % crossing
+
+
 @lru_cache(maxsize=None)
 def _face(shape: FaceShape) -> Face:
     return build_face(shape)
@@ -104,9 +136,10 @@ def _synthesizer() -> Synthesizer:
     return Synthesizer()
 
 
-def synthesize(speaker: Speaker, speaker_index: int, sentence: int, seed: int):
-    """One sequence -> (int16 audio, sample rate, (frames, V*3) float32 vertices)."""
-    utterance = _synthesizer().speak(SENTENCES[sentence - 1], speaker.voice)
+def synthesize(speaker: Speaker, speaker_index: int, sentence: int, seed: int, voice: Voice | None = None):
+    """One sequence, spoken in `voice` (default: the speaker's) -> (int16 audio, sample rate,
+    (frames, V*3) float32 vertices)."""
+    utterance = _synthesizer().speak(SENTENCES[text_of(sentence) - 1], voice or speaker.voice)
     rng = np.random.default_rng([seed, 2, speaker_index, sentence])
     controls = animate(utterance, speaker.style, rng, FPS)
     vertices = _face(speaker.shape).pose(controls)
@@ -114,9 +147,11 @@ def synthesize(speaker: Speaker, speaker_index: int, sentence: int, seed: int):
 
 
 def _write_sequence(out: str, speaker_index: int, sentence: int, count: int, seed: int) -> tuple[str, float]:
-    speaker = make_speakers(count, seed)[speaker_index]
+    roster = make_speakers(count, seed)
+    speaker = roster[speaker_index]
     name = sequence_name(speaker.name, sentence)
-    audio, rate, vertices = synthesize(speaker, speaker_index, sentence, seed)
+    audio, rate, vertices = synthesize(speaker, speaker_index, sentence, seed,
+                                       roster[voice_of(speaker_index, sentence, count)].voice)
     save_npy(Path(out) / "vertices_npy" / f"{name}.npy", vertices)
     save_wav(Path(out) / "wav" / f"{name}.wav", audio, rate)
     return name, len(audio) / rate
@@ -181,15 +216,18 @@ def generate(out: str | os.PathLike, speakers: int = 8, sentences: int = len(SEN
     save_pickle(templates_path, templates)
     manifest_speakers = manifest.get("speakers", {})
     manifest_speakers.update({s.name: {"voice": asdict(s.voice), "style": s.style.as_dict(),
-                                       "shape": {k: round(v, 4) for k, v in asdict(s.shape).items()}}
-                              for s in roster})
+                                       "shape": {k: round(v, 4) for k, v in asdict(s.shape).items()},
+                                       "cross_voice": {f"{n:02d}": roster[voice_of(i, n, speakers)].name
+                                                       for n in sentences_of(i, sentences, speakers)
+                                                       if n in CROSS_VOICE_SENTENCES}}
+                              for i, s in enumerate(roster)})
     manifest.update(seed=seed, fps=FPS, speakers=manifest_speakers,
                     sentences={f"{i:02d}": text for i, text in enumerate(SENTENCES, 1)})
     _write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
 
     todo, skipped = [], 0
     for index, speaker in enumerate(roster):
-        for sentence in range(1, sentences + 1):
+        for sentence in sentences_of(index, sentences, speakers):
             name = sequence_name(speaker.name, sentence)
             if (out / "wav" / f"{name}.wav").is_file() and (out / "vertices_npy" / f"{name}.npy").is_file():
                 skipped += 1

@@ -3,8 +3,13 @@
 Two protocols, like the two public benchmarks:
 - VOCASET-like (unseen speakers): train synth01-06 on sentences 1-40, validate on synth07 and test on
   synth08, both on sentences 21-40.
-- BIWI-like (seen speakers, unseen sentences): synth01-06 train on 1-32, validate on 33-36, test on
-  37-40 (Test-A); Test-B is the unseen speakers synth07-08 on 37-40.
+- BIWI-like (seen speakers, unseen sentences): synth01-06 train on 1-32 and on their cross-voice
+  copies 41-72, validate on 33-36, test on 37-40 (Test-A); Test-B is the unseen speakers synth07-08
+  on 37-40.
+
+Sentences 41-72 of synth01-06 are sentences 1-32 spoken in another of these six speakers' voices and
+moved with the speaker's own style (see corpus.py): with one voice per speaker, the speech alone would
+tell the style, and a model could learn to ignore the speaker condition.
 """
 TRAIN_SUBJECTS = ("synth01", "synth02", "synth03", "synth04", "synth05", "synth06")
 VAL_SUBJECTS = ("synth07",)
@@ -20,3 +25,4 @@ TEST_SENTENCES = range(21, 41)
 HELDOUT_TRAIN_SENTENCES = range(1, 33)
 HELDOUT_VAL_SENTENCES = range(33, 37)
 HELDOUT_TEST_SENTENCES = range(37, 41)
+CROSS_VOICE_SENTENCES = range(41, 73)    # sentence 40 + k: the text of sentence k, another voice

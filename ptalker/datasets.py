@@ -27,9 +27,9 @@ class DatasetPreset:
     train_subjects: tuple[str, ...] = ()
     val_subjects: tuple[str, ...] = ()
     test_subjects: tuple[str, ...] = ()
-    train_sentences: range = range(1, 41)
-    val_sentences: range = range(21, 41)
-    test_sentences: range = range(21, 41)
+    train_sentences: range | tuple[int, ...] = range(1, 41)
+    val_sentences: range | tuple[int, ...] = range(21, 41)
+    test_sentences: range | tuple[int, ...] = range(21, 41)
     lip_mask: str = "regions/lve.txt"          # relative to the dataset folder
     upper_face_mask: str = "regions/fdd.txt"
     mask_source: str = field(default="")       # where to obtain masks, for error messages
@@ -63,7 +63,7 @@ SYNTHTALK = DatasetPreset(
     name="SynthTalk", folder=ROOT / "SynthTalk", fps=30, capture_stride=1, audio_alignment="interpolate",
     vertice_dim=None, feature_dim=64, period=30,
     train_subjects=splits.TRAIN_SUBJECTS, val_subjects=splits.TRAIN_SUBJECTS, test_subjects=splits.TRAIN_SUBJECTS,
-    train_sentences=splits.HELDOUT_TRAIN_SENTENCES, val_sentences=splits.HELDOUT_VAL_SENTENCES,
+    train_sentences=tuple(splits.HELDOUT_TRAIN_SENTENCES) + tuple(splits.CROSS_VOICE_SENTENCES), val_sentences=splits.HELDOUT_VAL_SENTENCES,
     test_sentences=splits.HELDOUT_TEST_SENTENCES,
     mask_source="regions/ is written by SynthTalk/make_dataset.py",
 )

@@ -6,7 +6,7 @@ import sys
 
 import torch
 
-from data_loader import TalkingFaceDataset, load_splits, parse_range
+from data_loader import TalkingFaceDataset, load_splits, parse_sentences
 from models.config import PTalkerConfig
 
 from .checkpoint import build_model, load_checkpoint
@@ -71,11 +71,11 @@ def _run(args: argparse.Namespace, parallel: Parallel, device: str) -> None:
                         f"({mesh_vertices.size} values), but --vertice_dim is {vertice_dim}")
     train_subjects = _subjects(args.train_subjects, preset.train_subjects, "train")
     splits = {
-        "train": (train_subjects, parse_range(args.train_sentences or preset.train_sentences)),
+        "train": (train_subjects, parse_sentences(args.train_sentences or preset.train_sentences)),
         "val": (_subjects(args.val_subjects, preset.val_subjects, "val"),
-                parse_range(args.val_sentences or preset.val_sentences)),
+                parse_sentences(args.val_sentences or preset.val_sentences)),
         "test": (_subjects(args.test_subjects, preset.test_subjects, "test"),
-                 parse_range(args.test_sentences or preset.test_sentences)),
+                 parse_sentences(args.test_sentences or preset.test_sentences)),
     }
     with parallel.main_first():   # rank 0 fills the audio cache, the others read it
         data = load_splits(preset, vertice_dim, train_subjects, splits, args.wav_path, args.vertices_path,

@@ -169,18 +169,32 @@ def _layout_ok(out: Path, names: list[str]) -> dict[str, np.ndarray]:
 def test_make_dataset_layout_skip_and_determinism(tmp_path):
     from SynthTalk.corpus import generate
 
-    names = [f"synth0{s}_sentence0{k}" for s in (1, 2) for k in (1, 2)]
+    # sentences 41-42: the texts of 1-2 in the other speaker's voice, moved in the speaker's own style
+    names = [f"synth0{s}_sentence{k:02d}" for s in (1, 2) for k in (1, 2, 41, 42)]
     out = tmp_path / "synth"
     summary = generate(out, speakers=2, sentences=2, seed=7, progress=False)
-    assert (summary.written, summary.skipped) == (4, 0)
+    assert (summary.written, summary.skipped) == (8, 0)
     first = _layout_ok(out, names)
+    assert sorted(p.stem for p in (out / "wav").glob("*.wav")) == sorted(names)
     with open(out / "templates.pkl", "rb") as f:
         templates = pickle.load(f)
     assert np.abs(templates["synth01"] - templates["synth02"]).max() > 1e-3   # own neutral faces
+    for speaker, other in (("synth01", "synth02"), ("synth02", "synth01")):
+        for k in (1, 2):
+            crossed, donor = f"{speaker}_sentence{40 + k}", f"{other}_sentence0{k}"
+            assert (out / "wav" / f"{crossed}.wav").read_bytes() == (out / "wav" / f"{donor}.wav").read_bytes()
+            # the donor's timing, the speaker's face and style
+            assert len(first[crossed]) == len(first[donor])
+            own_face = first[crossed][0].reshape(-1, 3) - templates[speaker]
+            assert np.abs(own_face).max() < np.abs(first[crossed][0].reshape(-1, 3) - templates[other]).max()
+    manifest = json.loads((out / "synthtalk.json").read_text())
+    assert manifest["speakers"]["synth01"]["cross_voice"] == {"41": "synth02", "42": "synth02"}
+    # a single speaker has no other voice to borrow
+    assert generate(tmp_path / "one", speakers=1, sentences=2, seed=7, progress=False).written == 2
 
     stamp = (out / "vertices_npy" / f"{names[0]}.npy").stat().st_mtime_ns
     again = generate(out, speakers=2, sentences=2, seed=7, progress=False)
-    assert (again.written, again.skipped) == (0, 4)
+    assert (again.written, again.skipped) == (0, 8)
     assert (out / "vertices_npy" / f"{names[0]}.npy").stat().st_mtime_ns == stamp
     with pytest.raises(UserError, match="seed"):
         generate(out, speakers=2, sentences=2, seed=8, progress=False)

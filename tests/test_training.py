@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from data_loader import LengthBatchSampler, TalkingFaceDataset, collate, load_splits
+from data_loader import LengthBatchSampler, TalkingFaceDataset, collate, load_splits, parse_sentences, sentence_of
 from models.config import PTalkerConfig
 from ptalker.checkpoint import build_model, read_checkpoint
 from ptalker.datasets import resolve_dataset
@@ -66,6 +66,16 @@ def splits_and_model(root: Path, encoder: Path):
 
 
 # ---------------------------------------------------------------- batches
+
+
+def test_sentence_ranges_parse_one_range_or_several():
+    assert parse_sentences("1-40") == range(1, 41)
+    joined = parse_sentences("1-2,41-43")
+    assert tuple(joined) == (1, 2, 41, 42, 43) and sentence_of("synth01_sentence42") in joined
+    assert 3 not in joined and parse_sentences(range(3, 5)) == range(3, 5)
+    for bad in ("1-x", "1-2,", "7"):
+        with pytest.raises(UserError, match="must look like 1-40"):
+            parse_sentences(bad)
 
 
 def test_sampler_buckets_by_length_and_splits_batches_over_ranks():
