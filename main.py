@@ -67,7 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val_subjects", default=None, help="space-separated validation subjects")
     p.add_argument("--test_subjects", default=None, help="space-separated test subjects")
     # additions
-    p.add_argument("--train_sentences", default=None, help="sentence range of the training split, e.g. 1-40 or 1-32,41-72")
+    p.add_argument("--train_sentences", default=None,
+                   help="sentence range of the training split, e.g. 1-40 (several: 1-32,41-72)")
     p.add_argument("--val_sentences", default=None, help="sentence range of the validation split, e.g. 21-40")
     p.add_argument("--test_sentences", default=None, help="sentence range of the test split, e.g. 21-40")
     p.add_argument("--model_name", default=None, help="checkpoint name in --save_path (default: the dataset name)")

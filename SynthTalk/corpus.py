@@ -102,11 +102,16 @@ def sequence_name(speaker: str, sentence: int) -> str:
 CROSS_VOICE_OFFSET = CROSS_VOICE_SENTENCES.start - 1
 
 
+def _crossing(speakers: int) -> int:
+    """How many speakers of a roster lend each other their voices: the first six at most."""
+    return min(speakers, len(TRAIN_SUBJECTS))
+
+
 def sentences_of(speaker_index: int, sentences: int, speakers: int) -> list[int]:
     """The sentence numbers a speaker records: 1..`sentences`, then the cross-voice copies of the
     first min(sentences, 32) when the speaker is one of at least two crossing speakers."""
     own = list(range(1, sentences + 1))
-    crossing = min(speakers, len(TRAIN_SUBJECTS))
+    crossing = _crossing(speakers)
     if speaker_index >= crossing or crossing < 2:
         return own
     return own + [CROSS_VOICE_OFFSET + k for k in range(1, min(sentences, len(CROSS_VOICE_SENTENCES)) + 1)]
@@ -122,7 +127,7 @@ def voice_of(speaker_index: int, sentence: int, speakers: int) -> int:
     crossing speakers' in turn."""
     if sentence not in CROSS_VOICE_SENTENCES:
         return speaker_index
-    crossing = min(speakers, len(TRAIN_SUBJECTS))
+    crossing = _crossing(speakers)
     return (speaker_index + 1 + (text_of(sentence) - 1) % (crossing - 1)) % crossing
 
 
