@@ -31,18 +31,14 @@ def _at_least(low: int):
     return parse
 
 
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
-    return value
-
-
-def _decay(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
-    return value
+def _fraction(one_allowed: bool):
+    """A float in [0, 1], or in [0, 1) without `one_allowed`."""
+    def parse(text: str) -> float:
+        value = float(text)
+        if not (0.0 <= value <= 1.0 if one_allowed else 0.0 <= value < 1.0):
+            raise argparse.ArgumentTypeError(f"must be in [0, 1{']' if one_allowed else ')'}, got {value}")
+        return value
+    return parse
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -106,19 +102,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="constant, or cosine decay to zero over --max_epoch (after the warm-up)")
     p.add_argument("--warmup_steps", type=_at_least(0), default=0,
                    help="optimiser steps of linear learning-rate warm-up")
-    p.add_argument("--identity_dropout", type=_probability, default=0.0,
+    p.add_argument("--identity_dropout", type=_fraction(one_allowed=True), default=0.0,
                    help="probability of training a clip without its speaker one-hot, so the model also "
                         "learns the unseen and reference-motion modes (0, as the original recipe: never)")
-    p.add_argument("--self_feed", type=_probability, default=0.0,
+    p.add_argument("--self_feed", type=_fraction(one_allowed=True), default=0.0,
                    help="probability that a fed-back past frame is the model's own prediction instead of the "
                         "captured one, as in generation (0, as the original recipe: always captured)")
-    p.add_argument("--audio_style_dropout", type=_probability, default=0.0,
+    p.add_argument("--audio_style_dropout", type=_fraction(one_allowed=True), default=0.0,
                    help="probability that a clip keeping its one-hot trains without the audio style, so the "
                         "one-hot alone must carry the speaker's style (0, as the original recipe: never)")
     p.add_argument("--val_metric", choices=("loss", "lve"), default="loss",
                    help="what picks the best checkpoint: the teacher-forced validation loss, or the lip "
                         "vertex error of generating the validation clips (slower, closer to the test)")
-    p.add_argument("--ema", type=_decay, default=0.0,
+    p.add_argument("--ema", type=_fraction(one_allowed=False), default=0.0,
                    help="decay of an exponential moving average of the weights (e.g. 0.999), which validation, "
                         "the best checkpoint and the test use (0, as the original recipe: no average)")
     p.add_argument("--num_workers", type=_at_least(0), default=0,

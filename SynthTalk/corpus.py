@@ -141,10 +141,10 @@ def _synthesizer() -> Synthesizer:
     return Synthesizer()
 
 
-def synthesize(speaker: Speaker, speaker_index: int, sentence: int, seed: int, voice: Voice | None = None):
-    """One sequence, spoken in `voice` (default: the speaker's) -> (int16 audio, sample rate,
-    (frames, V*3) float32 vertices)."""
-    utterance = _synthesizer().speak(SENTENCES[text_of(sentence) - 1], voice or speaker.voice)
+def synthesize(speaker: Speaker, speaker_index: int, sentence: int, seed: int, voice: Voice):
+    """One sequence of `speaker`, spoken in `voice` -> (int16 audio, sample rate, (frames, V*3)
+    float32 vertices)."""
+    utterance = _synthesizer().speak(SENTENCES[text_of(sentence) - 1], voice)
     rng = np.random.default_rng([seed, 2, speaker_index, sentence])
     controls = animate(utterance, speaker.style, rng, FPS)
     vertices = _face(speaker.shape).pose(controls)

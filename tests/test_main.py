@@ -123,6 +123,10 @@ def test_probability_flags_take_values_from_zero_to_one(capsys):
         with pytest.raises(SystemExit) as exit_:
             main.parse_args(["--self_feed", bad])
         assert exit_.value.code == 2 and f"must be in [0, 1], got {float(bad)}" in capsys.readouterr().err
+    assert main.parse_args(["--ema", "0.999"]).ema == 0.999
+    with pytest.raises(SystemExit):
+        main.parse_args(["--ema", "1"])   # a decay of 1 would freeze the average at the random start
+    assert "must be in [0, 1), got 1.0" in capsys.readouterr().err
 
 
 def test_wav_without_vertices_and_corrupt_checkpoint(tmp_path, tiny_wav2vec2):
