@@ -8,6 +8,7 @@ import argparse
 import math
 import pickle
 import random
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +31,10 @@ def subject_of(name: str) -> str:
 
 
 def sentence_of(name: str) -> int | None:
-    """The sentence number: the last two digits of the stem (None when there are none)."""
-    tail = name[-2:]
-    return int(tail) if tail.isdigit() else None
+    """The sentence number: the digits that end the stem (None when there are none).
+    `..._sentence07` -> 7, `F2_e37` -> 37, `synth01_sentence105` -> 105."""
+    digits = re.search(r"\d+$", name)
+    return int(digits.group()) if digits else None
 
 
 def parse_sentences(text: str | range | tuple[int, ...]) -> range | tuple[int, ...]:

@@ -19,7 +19,7 @@ from ptalker.mesh import load_templates, write_mesh
 from .face import Face, FaceShape, build_face
 from .motion import SpeakingStyle, animate
 from .speech import Synthesizer, Voice
-from .splits import CROSS_VOICE_SENTENCES, TRAIN_SUBJECTS
+from .splits import CROSS_VOICE_SENTENCES, DEVELOPMENT_SENTENCES, EXTRA_SENTENCES, TRAIN_SUBJECTS
 
 FPS = 30
 MANIFEST = "synthtalk.json"
@@ -67,6 +67,64 @@ SENTENCES = (
     "Pack your boots, we are hiking up the mountain tomorrow.",
 )
 
+# Further texts, spoken only as training sentences 73-104 (see EXTRA_SENTENCES in splits.py).
+EXTRA_TEXTS = (
+    "A gentle breeze carried the smell of pine through the valley.",
+    "Jack forgot his umbrella and came home soaking wet.",
+    "The library lends games, puzzles and even fishing rods.",
+    "Whisper the answer quietly so nobody else can hear it.",
+    "Each winter the lake freezes solid for about six weeks.",
+    "Paul ordered a cheese sandwich with extra pickles.",
+    "The garden gnome wore a bright red pointed hat.",
+    "Shall we take the early train or the later one?",
+    "Her voice echoed through the empty concrete tunnel.",
+    "Zoe fixed the squeaky gate with a drop of oil.",
+    "Thunder rumbled far away as the sky turned grey.",
+    "Uncle Ivan collects stamps from over forty countries.",
+    "Our kitten sleeps all day and plays all night.",
+    "The judge listened carefully to both sides of the story.",
+    "Fresh oranges were piled high in a wicker basket.",
+    "Watch out for ice on the steps this morning.",
+    "The choir rehearsed the chorus again and again.",
+    "Mother knitted a woolly scarf for each of us.",
+    "A flock of geese flew south in a perfect line.",
+    "Bring a torch, the cellar is pitch dark.",
+    "The old clock in the hall chimes every quarter hour.",
+    "Few things beat a lazy picnic under a shady oak.",
+    "He typed the report quickly and emailed it to his boss.",
+    "Ruth wants to learn Japanese before her trip to Osaka.",
+    "The shop on the corner sells shoes, socks and belts.",
+    "Maybe the noise came from the pipes in the attic.",
+    "Vera poured hot chocolate into two enormous mugs.",
+    "Keep the receipt in case the kettle stops working.",
+    "The submarine slowly sank beneath the calm surface.",
+    "Oliver showed us how to juggle three oranges at once.",
+    "Gusts of wind rattled the shutters all evening.",
+    "We chose a quiet table by the window overlooking the bay.",
+)
+
+# Development texts, sentences 105-120 (DEVELOPMENT_SENTENCES in splits.py): held out from training,
+# spoken by the training speakers in their own voices, to compare training recipes on more
+# sequences than the four validation sentences give, without touching the test sentences.
+DEVELOPMENT_TEXTS = (
+    "The farmer loaded twelve sacks of potatoes onto the cart.",
+    "Could anybody lend me a pencil and some paper?",
+    "Bright fireworks lit up the harbour at midnight.",
+    "My cousin Eva plays the cello in a jazz band.",
+    "The waiter spilled lemonade all over the menu.",
+    "Seven sailors rowed the lifeboat back to the ship.",
+    "Why does the toaster always burn the first slice?",
+    "A fox crept quietly along the edge of the meadow.",
+    "Turn left at the bakery and follow the canal.",
+    "Grandpa told funny stories about his school days.",
+    "The hikers shared a flask of tea at the summit.",
+    "Wet paint, please do not touch the railings.",
+    "Her brother finally passed his driving test on Friday.",
+    "Bees buzzed lazily around the lavender bushes.",
+    "Our flight to Lisbon was cancelled without warning.",
+    "The magician pulled a white rabbit out of his top hat.",
+)
+
 # espeak-ng voice + variant per speaker; further speakers reuse them with other pitch and rate.
 VOICE_VARIANTS = ("en-us+m3", "en+f2", "en-gb-x-rp+m1", "en-us+f4", "en-gb-scotland+m7", "en-029+f1",
                   "en-us+m5", "en+f3")
@@ -95,11 +153,12 @@ def sequence_name(speaker: str, sentence: int) -> str:
     return f"{speaker}_sentence{sentence:02d}"
 
 
-# Cross-voice sentences: sentence 40 + k of each of the first six speakers (the training speakers)
-# is sentence k spoken in another of those six speakers' voices, moved with the speaker's own style
-# and face. With one voice per speaker the speech alone would tell the style, and a model could
-# learn to ignore the speaker condition and a reference clip's motion.
-CROSS_VOICE_OFFSET = CROSS_VOICE_SENTENCES.start - 1
+# Training-only sentences of the first six speakers (the training speakers), moved with the speaker's
+# own style and face but spoken in another of those six speakers' voices: 41-72 are the texts of
+# sentences 1-32 again, 73-104 are the further EXTRA_TEXTS. With one voice per speaker the speech
+# alone would tell the style, and a model could learn to ignore the speaker condition and a
+# reference clip's motion; the further texts add words and phoneme contexts.
+TRAINING_ONLY = ((CROSS_VOICE_SENTENCES, SENTENCES), (EXTRA_SENTENCES, EXTRA_TEXTS))
 
 
 def _crossing(speakers: int) -> int:
@@ -108,27 +167,41 @@ def _crossing(speakers: int) -> int:
 
 
 def sentences_of(speaker_index: int, sentences: int, speakers: int) -> list[int]:
-    """The sentence numbers a speaker records: 1..`sentences`, then the cross-voice copies of the
-    first min(sentences, 32) when the speaker is one of at least two crossing speakers."""
+    """The sentence numbers a speaker records: 1..`sentences`, then, when the speaker is one of at
+    least two crossing speakers, the first `sentences` (at most) of each training-only range and of
+    the development sentences."""
     own = list(range(1, sentences + 1))
     crossing = _crossing(speakers)
     if speaker_index >= crossing or crossing < 2:
         return own
-    return own + [CROSS_VOICE_OFFSET + k for k in range(1, min(sentences, len(CROSS_VOICE_SENTENCES)) + 1)]
+    more = [numbers for numbers, _ in TRAINING_ONLY] + [DEVELOPMENT_SENTENCES]
+    return own + [n for numbers in more for n in numbers[:sentences]]
 
 
-def text_of(sentence: int) -> int:
-    """The number of the text in SENTENCES that a sentence number speaks."""
-    return sentence - CROSS_VOICE_OFFSET if sentence in CROSS_VOICE_SENTENCES else sentence
+def _training_only_index(sentence: int) -> int | None:
+    """k (from 1) for the k-th sentence of a training-only range, None for the others."""
+    for numbers, _ in TRAINING_ONLY:
+        if sentence in numbers:
+            return sentence - numbers.start + 1
+    return None
+
+
+def text_of(sentence: int) -> str:
+    """The text a sentence number speaks."""
+    for numbers, texts in (*TRAINING_ONLY, (DEVELOPMENT_SENTENCES, DEVELOPMENT_TEXTS)):
+        if sentence in numbers:
+            return texts[sentence - numbers.start]
+    return SENTENCES[sentence - 1]
 
 
 def voice_of(speaker_index: int, sentence: int, speakers: int) -> int:
-    """Whose voice speaks a sentence: the speaker's own; for the cross-voice sentences the other
+    """Whose voice speaks a sentence: the speaker's own; for the training-only sentences the other
     crossing speakers' in turn."""
-    if sentence not in CROSS_VOICE_SENTENCES:
+    k = _training_only_index(sentence)
+    if k is None:
         return speaker_index
     crossing = _crossing(speakers)
-    return (speaker_index + 1 + (text_of(sentence) - 1) % (crossing - 1)) % crossing
+    return (speaker_index + 1 + (k - 1) % (crossing - 1)) % crossing
 
 
 @lru_cache(maxsize=None)
@@ -144,7 +217,7 @@ def _synthesizer() -> Synthesizer:
 def synthesize(speaker: Speaker, speaker_index: int, sentence: int, seed: int, voice: Voice):
     """One sequence of `speaker`, spoken in `voice` -> (int16 audio, sample rate, (frames, V*3)
     float32 vertices)."""
-    utterance = _synthesizer().speak(SENTENCES[text_of(sentence) - 1], voice)
+    utterance = _synthesizer().speak(text_of(sentence), voice)
     rng = np.random.default_rng([seed, 2, speaker_index, sentence])
     controls = animate(utterance, speaker.style, rng, FPS)
     vertices = _face(speaker.shape).pose(controls)
@@ -167,6 +240,12 @@ def _write_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def _texts() -> dict[int, str]:
+    """Sentence number -> text, for every text once: 1-40, the further texts 73-104 and the
+    development texts 105-120."""
+    return {n: text_of(n) for n in (*range(1, len(SENTENCES) + 1), *EXTRA_SENTENCES, *DEVELOPMENT_SENTENCES)}
+
+
 def _check_manifest(out: Path, seed: int) -> dict:
     path = out / MANIFEST
     if not path.is_file():
@@ -178,7 +257,7 @@ def _check_manifest(out: Path, seed: int) -> dict:
     if manifest.get("seed") != seed:
         raise UserError(f"{out} holds a SynthTalk corpus made with --seed {manifest.get('seed')}, not {seed}: "
                         "use that seed, another --out, or delete the folder's generated files")
-    texts = dict(enumerate(SENTENCES, 1))
+    texts = _texts()
     stale = [key for key, text in manifest.get("sentences", {}).items() if texts.get(int(key)) != text]
     if stale:
         raise UserError(f"{out} holds a SynthTalk corpus with other sentences (sentence {stale[0]} differs): "
@@ -224,10 +303,10 @@ def generate(out: str | os.PathLike, speakers: int = 8, sentences: int = len(SEN
                                        "shape": {k: round(v, 4) for k, v in asdict(s.shape).items()},
                                        "cross_voice": {f"{n:02d}": roster[voice_of(i, n, speakers)].name
                                                        for n in sentences_of(i, sentences, speakers)
-                                                       if n in CROSS_VOICE_SENTENCES}}
+                                                       if _training_only_index(n) is not None}}
                               for i, s in enumerate(roster)})
     manifest.update(seed=seed, fps=FPS, speakers=manifest_speakers,
-                    sentences={f"{i:02d}": text for i, text in enumerate(SENTENCES, 1)})
+                    sentences={f"{n:02d}": text for n, text in _texts().items()})
     _write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
 
     todo, skipped = [], 0

@@ -63,7 +63,7 @@ SYNTHTALK = DatasetPreset(
     name="SynthTalk", folder=ROOT / "SynthTalk", fps=30, capture_stride=1, audio_alignment="interpolate",
     vertice_dim=None, feature_dim=64, period=30,
     train_subjects=splits.TRAIN_SUBJECTS, val_subjects=splits.TRAIN_SUBJECTS, test_subjects=splits.TRAIN_SUBJECTS,
-    train_sentences=tuple(splits.HELDOUT_TRAIN_SENTENCES) + tuple(splits.CROSS_VOICE_SENTENCES),
+    train_sentences=tuple(splits.HELDOUT_TRAIN_SENTENCES) + tuple(splits.EXTRA_SENTENCES),
     val_sentences=splits.HELDOUT_VAL_SENTENCES, test_sentences=splits.HELDOUT_TEST_SENTENCES,
     mask_source="regions/ is written by SynthTalk/make_dataset.py",
 )

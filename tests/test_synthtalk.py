@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 
 from ptalker.errors import UserError
 from SynthTalk.face import CONTROLS, FaceShape, build_face
@@ -142,7 +143,6 @@ def test_lip_opening_follows_vowels(face):
 
 
 def _layout_ok(out: Path, names: list[str]) -> dict[str, np.ndarray]:
-    import soundfile
 
     from ptalker.mesh import load_templates, read_mesh
 
@@ -169,11 +169,14 @@ def _layout_ok(out: Path, names: list[str]) -> dict[str, np.ndarray]:
 def test_make_dataset_layout_skip_and_determinism(tmp_path):
     from SynthTalk.corpus import generate
 
-    # sentences 41-42: the texts of 1-2 in the other speaker's voice, moved in the speaker's own style
-    names = [f"synth0{s}_sentence{k:02d}" for s in (1, 2) for k in (1, 2, 41, 42)]
+    from SynthTalk.corpus import DEVELOPMENT_TEXTS, EXTRA_TEXTS, make_speakers, synthesize
+
+    # sentences 41-42: the texts of 1-2 in the other speaker's voice, moved in the speaker's own style;
+    # 73-74: the first two further texts, likewise; 105-106: development texts in the own voice
+    names = [f"synth0{s}_sentence{k:02d}" for s in (1, 2) for k in (1, 2, 41, 42, 73, 74, 105, 106)]
     out = tmp_path / "synth"
     summary = generate(out, speakers=2, sentences=2, seed=7, progress=False)
-    assert (summary.written, summary.skipped) == (8, 0)
+    assert (summary.written, summary.skipped) == (16, 0)
     first = _layout_ok(out, names)
     assert sorted(p.stem for p in (out / "wav").glob("*.wav")) == sorted(names)
     with open(out / "templates.pkl", "rb") as f:
@@ -187,14 +190,23 @@ def test_make_dataset_layout_skip_and_determinism(tmp_path):
             assert len(first[crossed]) == len(first[donor])
             own_face = first[crossed][0].reshape(-1, 3) - templates[speaker]
             assert np.abs(own_face).max() < np.abs(first[crossed][0].reshape(-1, 3) - templates[other]).max()
+    roster = make_speakers(2, 7)
+    for sentence, voice in ((73, roster[1].voice), (105, roster[0].voice)):
+        audio, rate, motion = synthesize(roster[0], 0, sentence, 7, voice)
+        name = f"synth01_sentence{sentence}"
+        assert np.array_equal(soundfile.read(str(out / "wav" / f"{name}.wav"), dtype="int16")[0], audio)
+        assert np.array_equal(first[name], motion)
     manifest = json.loads((out / "synthtalk.json").read_text())
-    assert manifest["speakers"]["synth01"]["cross_voice"] == {"41": "synth02", "42": "synth02"}
+    assert manifest["speakers"]["synth01"]["cross_voice"] == {"41": "synth02", "42": "synth02",
+                                                              "73": "synth02", "74": "synth02"}
+    assert manifest["sentences"]["73"] == EXTRA_TEXTS[0] and "41" not in manifest["sentences"]
+    assert manifest["sentences"]["105"] == DEVELOPMENT_TEXTS[0]
     # a single speaker has no other voice to borrow
     assert generate(tmp_path / "one", speakers=1, sentences=2, seed=7, progress=False).written == 2
 
     stamp = (out / "vertices_npy" / f"{names[0]}.npy").stat().st_mtime_ns
     again = generate(out, speakers=2, sentences=2, seed=7, progress=False)
-    assert (again.written, again.skipped) == (0, 8)
+    assert (again.written, again.skipped) == (0, 16)
     assert (out / "vertices_npy" / f"{names[0]}.npy").stat().st_mtime_ns == stamp
     with pytest.raises(UserError, match="seed"):
         generate(out, speakers=2, sentences=2, seed=8, progress=False)

@@ -73,6 +73,9 @@ def test_sentence_ranges_parse_one_range_or_several():
     joined = parse_sentences("1-2,41-43")
     assert tuple(joined) == (1, 2, 41, 42, 43) and sentence_of("synth01_sentence42") in joined
     assert 3 not in joined and parse_sentences(range(3, 5)) == range(3, 5)
+    # a sentence number is all the digits that end the name, however many
+    assert [sentence_of(n) for n in ("FaceTalk_170725_00137_TA_sentence07", "F2_e37", "synth01_sentence105",
+                                      "synth01_intro")] == [7, 37, 105, None]
     for bad in ("1-x", "1-2,", "7"):
         with pytest.raises(UserError, match="must look like 1-40"):
             parse_sentences(bad)
