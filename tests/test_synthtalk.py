@@ -143,7 +143,6 @@ def test_lip_opening_follows_vowels(face):
 
 
 def _layout_ok(out: Path, names: list[str]) -> dict[str, np.ndarray]:
-
     from ptalker.mesh import load_templates, read_mesh
 
     vertices, faces = read_mesh(out / "templates" / "face.ply")
@@ -167,9 +166,7 @@ def _layout_ok(out: Path, names: list[str]) -> dict[str, np.ndarray]:
 
 @needs_espeak
 def test_make_dataset_layout_skip_and_determinism(tmp_path):
-    from SynthTalk.corpus import generate
-
-    from SynthTalk.corpus import DEVELOPMENT_TEXTS, EXTRA_TEXTS, make_speakers, synthesize
+    from SynthTalk.corpus import DEVELOPMENT_TEXTS, EXTRA_TEXTS, generate, make_speakers, synthesize
 
     # sentences 41-42: the texts of 1-2 in the other speaker's voice, moved in the speaker's own style;
     # 73-74: the first two further texts, likewise; 105-106: development texts in the own voice
