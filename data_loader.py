@@ -160,20 +160,44 @@ def _vertex_width(path: Path) -> int:
 
 
 class TalkingFaceDataset(Dataset):
-    """Sequences -> dicts of tensors: audio (S,), vertices (T, V*3), template (V*3,), subject index."""
+    """Sequences -> dicts of tensors: audio (S,), vertices (T, V*3), template (V*3,), subject index.
 
-    def __init__(self, sequences: list[Sequence], capture_stride: int = 1):
-        self.sequences, self.stride = sequences, capture_stride
+    `speech_frames` (audio samples -> the most frames the speech drives, or None for any number;
+    a model's `speech_frames`) cuts captures longer than their speech, as BIWI's alignment needs."""
+
+    def __init__(self, sequences: list[Sequence], capture_stride: int = 1, speech_frames=None):
+        self.sequences, self.stride, self.speech_frames = sequences, capture_stride, speech_frames
 
     def __len__(self) -> int:
         return len(self.sequences)
 
     def frames(self, i: int) -> int:
-        return len(range(0, np.load(self.sequences[i].vertices_path, mmap_mode="r").shape[0], self.stride))
+        captured = len(range(0, np.load(self.sequences[i].vertices_path, mmap_mode="r").shape[0], self.stride))
+        return self._usable(i, captured)
+
+    def _usable(self, i: int, captured: int) -> int:
+        limit = self.speech_frames(len(self.sequences[i].audio)) if self.speech_frames else None
+        return captured if limit is None else min(captured, limit)
+
+    def offset_rms(self, clips: int = 64) -> float:
+        """Root mean square of the captured offsets from the template over up to `clips` evenly
+        spaced sequences, in mesh units: the model's motion unit (config.motion_scale)."""
+        picks = np.unique(np.linspace(0, len(self) - 1, min(clips, len(self))).round().astype(int))
+        total, count = 0.0, 0
+        for i in picks:
+            seq = self.sequences[i]
+            offsets = np.load(seq.vertices_path, mmap_mode="r")[:: self.stride].reshape(-1, seq.template.size)
+            total += float(np.square(offsets - seq.template, dtype=np.float64).sum())
+            count += offsets.size
+        rms = math.sqrt(total / max(count, 1))
+        if not rms > 0:
+            raise UserError("the training motion never leaves the templates: nothing to learn")
+        return rms
 
     def __getitem__(self, i: int) -> dict:
         seq = self.sequences[i]
         vertices = np.load(seq.vertices_path, mmap_mode="r")[:: self.stride]
+        vertices = vertices[: self._usable(i, len(vertices))]
         return {"name": seq.name, "audio": torch.from_numpy(np.asarray(seq.audio, dtype=np.float32)),
                 "vertices": torch.from_numpy(np.array(vertices, dtype=np.float32).reshape(len(vertices), -1)),
                 "template": torch.from_numpy(seq.template.astype(np.float32)),
@@ -254,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         preset = resolve_dataset(args.dataset)
         report = check_dataset(preset.folder, vertice_dim=args.vertice_dim or preset.vertice_dim,
                                wav_path=args.wav_path, vertices_path=args.vertices_path,
-                               template_file=args.template_file)
+                               template_file=args.template_file, fps=preset.fps,
+                               capture_stride=preset.capture_stride)
     except UserError as exc:
         return print_user_error(exc)
     print(format_report(report))

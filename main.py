@@ -20,6 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from models.config import ABLATIONS
 from ptalker.errors import UserError, print_user_error
+from ptalker.recipes import RECIPES, recipe_flags
 
 
 def _at_least(low: int):
@@ -49,8 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--feature_dim", type=int, default=None, help="model width F (VOCASET 64, BIWI 128)")
     p.add_argument("--period", type=int, default=None, help="period of the positional encoding/bias (fps)")
     p.add_argument("--fps", type=int, default=None, help="motion frame rate (VOCASET 30, BIWI 25)")
-    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
-    p.add_argument("--max_epoch", type=int, default=100, help="training epochs")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the recipe's)")
+    p.add_argument("--max_epoch", type=int, default=None, help="training epochs (default: the recipe's)")
     p.add_argument("--gradient_accumulation_steps", type=_at_least(1), default=1,
                    help="batches whose gradients are averaged into one optimiser step")
     p.add_argument("--wav_path", default="wav", help="speech folder, relative to the dataset folder")
@@ -63,13 +64,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val_subjects", default=None, help="space-separated validation subjects")
     p.add_argument("--test_subjects", default=None, help="space-separated test subjects")
     # additions
+    p.add_argument("--recipe", choices=tuple(RECIPES), default="ptalker",
+                   help="defaults of --lr, --max_epoch, --amp and --audio_model: "
+                        + "; ".join(f"{name} = {recipe.describe()}" for name, recipe in RECIPES.items()))
     p.add_argument("--train_sentences", default=None,
                    help="sentence range of the training split, e.g. 1-40 (several: 1-32,41-72)")
     p.add_argument("--val_sentences", default=None, help="sentence range of the validation split, e.g. 21-40")
     p.add_argument("--test_sentences", default=None, help="sentence range of the test split, e.g. 21-40")
     p.add_argument("--model_name", default=None, help="checkpoint name in --save_path (default: the dataset name)")
-    p.add_argument("--audio_model", default="facebook/wav2vec2-base-960h",
-                   help="HF speech SSL model (hub id or local folder): wav2vec2, HuBERT, ...")
+    p.add_argument("--audio_model", default=None,
+                   help="HF speech SSL model (hub id or local folder): wav2vec2, HuBERT, ... (default: the recipe's)")
     p.add_argument("--ablation", nargs="*", default=[], choices=ABLATIONS,
                    help="switch off components: no_style no_spatial no_temporal no_feature; "
                         "faceformer = the FaceFormer-style baseline")
@@ -94,8 +98,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="recompute the spatial GAT in the backward pass (on: its activation memory stays "
                         "bounded by 16 frames; off: faster steps, memory grows with batch x frames x vertices)")
     # training at scale; multi-GPU: torchrun --nproc_per_node N main.py ...
-    p.add_argument("--amp", choices=("bf16", "fp16", "off"), default="off",
-                   help="mixed precision on CUDA (fp16 with loss scaling); ignored on the CPU")
+    p.add_argument("--amp", choices=("bf16", "fp16", "off"), default=None,
+                   help="mixed precision on CUDA (fp16 with loss scaling); ignored on the CPU (default: the recipe's)")
     p.add_argument("--grad_clip", type=float, default=0.0,
                    help="clip the global gradient norm to this value; 0 (default, as the original recipe) is off")
     p.add_argument("--lr_schedule", choices=("constant", "cosine"), default="constant",
@@ -119,7 +123,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "the best checkpoint and the test use (0, as the original recipe: no average)")
     p.add_argument("--num_workers", type=_at_least(0), default=0,
                    help="DataLoader processes reading the training clips")
-    return p.parse_args(argv)
+    return _apply_recipe(p.parse_args(argv))
+
+
+def _apply_recipe(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the recipe's flags left unset; `args.from_recipe` names the ones filled."""
+    recipe = RECIPES[args.recipe]
+    args.from_recipe = tuple(name for name in recipe_flags() if getattr(args, name) is None)
+    for name in args.from_recipe:
+        setattr(args, name, getattr(recipe, name))
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ python SynthTalk/make_dataset.py
 [ -d SynthTalk/speech_phonemes ] || python SynthTalk/pretrain_speech.py SynthTalk/speech_phonemes
 python main.py --dataset SynthTalk --audio_model SynthTalk/speech_phonemes \
   --feature_dim 128 --period 30 --fps 30 --decoder_layers 3 --motion_layers 1 --motion_conv_layers 2 \
-  --style_dim 32 --ablation no_spatial --loss_weight contrastive=1e-5 --identity_dropout 0.2 \
+  --style_dim 32 --ablation no_spatial --identity_dropout 0.2 \
   --self_feed 0.95 --ema 0.999 --seed 8 --val_metric lve --batch_size 4 --lr 5e-4 --lr_schedule cosine \
   --warmup_steps 100 --max_epoch "$EPOCHS" --test_conditions all --model_name synthtalk
 cp SynthTalk/save/synthtalk.pth demo/models/synthtalk.pth

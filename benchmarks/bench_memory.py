@@ -73,7 +73,7 @@ def measure(name: str, seconds: float, part: str) -> dict:
     started = time.time()
     if part == "gat":
         offsets = (motion - template.unsqueeze(1)).requires_grad_()
-        model.spatial(offsets, template).sum().backward()
+        model.spatial(offsets).sum().backward()
     else:
         optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         out = model(audio, motion, template, torch.eye(8)[:1])

@@ -1,10 +1,11 @@
 """Speech encoder: any HF speech SSL model (wav2vec2, HuBERT, ...) with frame alignment.
 
-The frozen convolutional feature encoder runs on the raw 16 kHz waveform; its ~50 Hz features are
-linearly interpolated to `ratio * frames` steps (ratio 1: one audio step per motion frame, as for
-VOCASET at 30 fps; ratio 2: two per frame, as for BIWI at 25 fps), then the transformer (fine-tuned)
-contextualises them. Aligning before the transformer keeps its positional convolution and attention
-on the motion time grid.
+The frozen convolutional feature encoder runs on the raw 16 kHz waveform. With ratio 1 (one audio
+step per motion frame, VOCASET at 30 fps) its ~50 Hz features are linearly interpolated to the
+frame count; with ratio 2 (two per frame, BIWI at 25 fps) the native 50 Hz steps are kept and cut
+to 2T, so a wav longer or shorter than its capture never warps time: the motion is cut to the
+speech instead (`speech_frames`). Then the transformer (fine-tuned) contextualises them. Aligning
+before the transformer keeps its positional convolution and attention on the motion time grid.
 
 Long speech runs in bounded memory (see SpeechEncoder): the CNN in chunks, the transformer in
 overlapping windows. Clips short enough for one chunk and one window take the plain path.
@@ -96,10 +97,27 @@ class SpeechEncoder(nn.Module):
                                      (0, 0, 0, conv.shape[2] - n)) for i, (s, n) in enumerate(zip(samples, steps))])
         return out * valid[..., None]
 
+    def native_steps(self, samples: int) -> int:
+        """CNN output steps (~50 Hz) of `samples` raw audio samples."""
+        config = self.model.config
+        return max(0, conv_geometry(list(config.conv_kernel), list(config.conv_stride), samples)[2])
+
+    def speech_frames(self, samples: int) -> int | None:
+        """The most motion frames `samples` of speech can drive: with ratio 2 the native steps // 2
+        (longer motion is cut to it); None with ratio 1, whose features stretch to any frame count."""
+        return self.native_steps(samples) // 2 if self.ratio == 2 else None
+
     def _aligned_conv(self, audio: torch.Tensor, steps: int) -> torch.Tensor:
-        """Raw audio (B, S) -> per-utterance normalised CNN features interpolated to (B, C, steps)."""
+        """Raw audio (B, S) -> per-utterance normalised CNN features aligned to (B, C, steps):
+        interpolated with ratio 1, the first `steps` native steps with ratio 2."""
         audio = (audio - audio.mean(-1, keepdim=True)) / (audio.std(-1, keepdim=True) + 1e-7)
-        return F.interpolate(self.conv_features(audio), size=steps, mode="linear", align_corners=True)
+        conv = self.conv_features(audio)
+        if self.ratio == 1:
+            return F.interpolate(conv, size=steps, mode="linear", align_corners=True)
+        if conv.shape[2] < steps:
+            raise ValueError(f"the speech gives {conv.shape[2]} feature steps, fewer than the {steps} of "
+                             f"{steps // 2} frames: cut the motion to speech_frames() first")
+        return conv[:, :, :steps]
 
     def _project(self, conv: torch.Tensor) -> torch.Tensor:
         """CNN features (B, C, L) -> transformer inputs (B, L, hidden)."""

@@ -32,6 +32,7 @@ class PTalkerConfig:
     audio_model: str = "facebook/wav2vec2-base-960h"   # HF hub id or local folder
     audio_hidden: int = 768               # read from the speech model's config at build time
     audio_frames_per_frame: int = 1       # 1: features interpolated to the frame count; 2: BIWI pairs
+    motion_scale: float = 1.0             # RMS of the training offsets, in mesh units: the network's unit
     decoder_layers: int = 6
     decoder_heads: int = 4
     motion_conv_layers: int = 6
@@ -45,7 +46,7 @@ class PTalkerConfig:
                                           # bounded by one chunk, at about a quarter more step time
     dropout: float = 0.1
     topk_ratio: float = 0.15
-    infonce_segments: int = 4             # clip segments that give InfoNCE real negatives at batch size 1
+    infonce_queue: int = 16               # recent clips kept as InfoNCE negatives (other clips, at any batch size)
     # components (the paper's ablations switch these off)
     use_style: bool = True                # audio/motion style encoders + disentanglement losses
     use_spatial: bool = True              # spatial GAT over the template mesh graph

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .layers import CausalConvBlock, GraphAttention, MeshGraph, PeriodicPositionalEncoding, TransformerBlock, causal_mean
+from .layers import CausalConvBlock, GraphAttention, MeshGraph, PeriodicPositionalEncoding, TransformerBlock
 
 
 class IdentityStyleEncoder(nn.Module):
@@ -31,9 +31,10 @@ class IdentityStyleEncoder(nn.Module):
 
 
 class AudioStyleEncoder(nn.Module):
-    """Speech features -> a style code per frame (B, T, F) from the running mean of the features so
-    far (causal: a frame's style never depends on later speech), plus a per-step style projection
-    (B, S, style_dim) used by the disentanglement losses."""
+    """Speech features -> a style code per frame (B, T, F) from the running maximum of the features
+    so far (the public code max-pools over the clip; a running max keeps a frame's style
+    independent of later speech), plus a per-step style projection (B, S, style_dim) used by the
+    disentanglement losses."""
 
     def __init__(self, hidden: int, style_dim: int, dim: int, dropout: float):
         super().__init__()
@@ -44,18 +45,19 @@ class AudioStyleEncoder(nn.Module):
 
     def forward(self, features: torch.Tensor, ratio: int) -> tuple[torch.Tensor, torch.Tensor]:
         """features (B, ratio*T, hidden) -> (decoder style (B, T, F), frame styles (B, ratio*T, style_dim))."""
-        pooled = causal_mean(features)[:, ratio - 1::ratio]             # mean up to each frame's last audio step
+        pooled = features.cummax(dim=1).values[:, ratio - 1::ratio]    # max up to each frame's last audio step
         return self.to_decoder(self.code(pooled)), self.frames(features)
 
 
 class SpatialEncoder(nn.Module):
     """Per-frame vertex offsets -> motion embedding (B, T, F), through a GAT over the mesh graph.
 
-    Each vertex carries (offset, template position); two GAT layers refine the offset with its
-    neighbourhood (residual, last layer zero-initialised so training starts from the plain linear
-    embedding), then Linear(V*3 -> F). Frames are processed in chunks; checkpointed, a chunk's
-    activations are recomputed in the backward pass, so their memory is bounded by the chunk size,
-    not by batch x sequence length."""
+    The offsets come in the model's motion unit (divided by the data's offset scale), so the
+    attention reads the motion itself at the same magnitude on every dataset. Two GAT layers refine
+    the offsets with their neighbourhood (residual, last layer zero-initialised so training starts
+    from the plain linear embedding), then Linear(V*3 -> F). Frames are processed in chunks;
+    checkpointed, a chunk's activations are recomputed in the backward pass, so their memory is
+    bounded by the chunk size, not by batch x sequence length."""
 
     def __init__(self, num_vertices: int, dim: int, edges: torch.Tensor | None, gat_dim: int,
                  gat_heads: int, chunk: int, checkpointed: bool = True):
@@ -65,43 +67,42 @@ class SpatialEncoder(nn.Module):
         self.gat = None
         if edges is not None:
             self.graph = MeshGraph(edges, num_vertices)
-            self.gat = nn.ModuleList([GraphAttention(6, gat_dim, gat_heads),
+            self.gat = nn.ModuleList([GraphAttention(3, gat_dim, gat_heads),
                                       GraphAttention(gat_dim * gat_heads, 3, 1, concat=False)])
             nn.init.zeros_(self.gat[1].lin.weight)
 
-    def _refine(self, offsets: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
-        """offsets (N, V, 3), template (N, V, 3) -> refined offsets (N, V, 3)."""
-        x = torch.cat([offsets, template], dim=-1)
-        x = F.elu(self.gat[0](x, self.graph))
+    def _refine(self, offsets: torch.Tensor) -> torch.Tensor:
+        """offsets (N, V, 3) -> refined offsets (N, V, 3)."""
+        x = F.elu(self.gat[0](offsets, self.graph))
         return offsets + self.gat[1](x, self.graph)
 
-    def forward(self, offsets: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
-        """offsets (B, T, V*3), template (B, V*3) -> (B, T, F)."""
+    def forward(self, offsets: torch.Tensor) -> torch.Tensor:
+        """offsets (B, T, V*3) in motion units -> (B, T, F)."""
         if self.gat is not None and offsets.shape[1] > 0:
             B, T, _ = offsets.shape
-            flat = offsets.reshape(B * T, self.num_vertices, 3)
-            templates = template.view(B, 1, self.num_vertices, 3).expand(B, T, -1, -1)
-            templates = templates.reshape(B * T, self.num_vertices, 3)
             parts = []
-            for piece, tmpl in zip(flat.split(self.chunk), templates.split(self.chunk)):
+            for piece in offsets.reshape(B * T, self.num_vertices, 3).split(self.chunk):
                 if self.checkpointed and torch.is_grad_enabled():
-                    parts.append(checkpoint(self._refine, piece, tmpl, use_reentrant=False))
+                    parts.append(checkpoint(self._refine, piece, use_reentrant=False))
                 else:
-                    parts.append(self._refine(piece, tmpl))
+                    parts.append(self._refine(piece))
             offsets = torch.cat(parts).reshape(B, T, -1)
         return self.embed(offsets)
 
 
 class MotionEncoder(nn.Module):
-    """Motion embedding -> per-frame features (B, T, F): causal conv stack -> Linear(F -> 2F) ->
-    periodic encoding -> causal transformer (2F wide, ff 3F) -> Linear(2F -> F).
+    """Motion embedding -> per-frame features (B, T, F): causal conv stack -> LayerNorm ->
+    Linear(F -> 2F) -> periodic encoding -> causal transformer (2F wide, ff 3F) -> Linear(2F -> F).
 
-    Content and style encoders share this shape; the content one normalises without affine."""
+    Content and style encoders share this shape; the content one normalises without affine.
+    The norm before the widening projection is the public code's feature projection (there an
+    InstanceNorm over time for content, which would let later frames change earlier ones)."""
 
     def __init__(self, dim: int, conv_layers: int, layers: int, heads: int, period: int,
                  dropout: float, affine: bool):
         super().__init__()
         self.convs = nn.ModuleList([CausalConvBlock(dim, affine) for _ in range(conv_layers)])
+        self.norm = nn.LayerNorm(dim, elementwise_affine=affine)
         self.up = nn.Linear(dim, 2 * dim)
         self.ppe = PeriodicPositionalEncoding(2 * dim, period, dropout)
         self.blocks = nn.ModuleList([TransformerBlock(2 * dim, heads, 3 * dim, period, dropout)
@@ -114,7 +115,38 @@ class MotionEncoder(nn.Module):
             if cache is not None else [None] * (len(self.convs) + len(self.blocks))
         for conv, c in zip(self.convs, caches):
             x = conv(x, c)
-        x = self.ppe(self.up(x), t0)
+        x = self.ppe(self.up(self.norm(x)), t0)
         for block, c in zip(self.blocks, caches[len(self.convs):]):
             x = block(x, t0, c)
         return self.down(x)
+
+
+class ClipHeads(nn.Module):
+    """Clip-level content and style summaries projected to one width F for InfoNCE, and a queue of
+    recent clips' summaries that gives negatives from other clips when the batch holds one.
+
+    Projecting both sides compares every dimension (audio styles are style_dim wide, content F).
+    The queue is a persistent buffer, so a resumed run continues with the same negatives."""
+
+    def __init__(self, dim: int, style_dim: int, queue: int):
+        super().__init__()
+        self.audio_content = nn.Linear(dim, dim)
+        self.audio_style = nn.Linear(style_dim, dim)
+        self.motion_content = nn.Linear(dim, dim)
+        self.motion_style = nn.Linear(dim, dim)
+        self.register_buffer("queue", torch.zeros(4, queue, dim))     # the four summaries of past clips
+        self.register_buffer("queued", torch.zeros((), dtype=torch.long))
+
+    def forward(self, audio_content: torch.Tensor, audio_style: torch.Tensor, motion_content: torch.Tensor,
+                motion_style: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-clip means (B, F), (B, style_dim), (B, F), (B, F) -> projections (B, F) each, and
+        `negatives` (4, K, F): the queue before this batch (training only). Training pushes the batch."""
+        out = {"audio_content": self.audio_content(audio_content), "audio_style": self.audio_style(audio_style),
+               "motion_content": self.motion_content(motion_content),
+               "motion_style": self.motion_style(motion_style)}
+        if self.training and self.queue.shape[1]:
+            fresh = torch.stack(list(out.values())).detach()[:, -self.queue.shape[1]:]   # (4, B', F)
+            out["negatives"] = self.queue[:, : int(min(self.queued, self.queue.shape[1]))].clone()
+            self.queue.copy_(torch.cat([fresh, self.queue], dim=1)[:, : self.queue.shape[1]])
+            self.queued += fresh.shape[1]
+        return out

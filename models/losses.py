@@ -1,7 +1,13 @@
 """Training losses: reconstruction terms and the disentanglement / feature-alignment terms.
 
-total = rec + w_mouth*mouth + w_vel*vel + w_c * (w_oa*orth_audio + w_ia*infonce_audio
-        + w_im*infonce_motion + w_om*orth_motion + w_topk*topk + w_kl*kl + w_adv*adv)
+total = reconstruction + w_c * (w_oa*orth_audio + w_ia*infonce_audio + w_im*infonce_motion
+        + w_om*orth_motion + w_topk*topk + w_kl*kl + w_adv*adv)
+reconstruction = rec + w_mouth*mouth + w_vel*vel
+
+The reconstruction terms are mean squared errors in the network's motion unit (mesh units divided
+by config.motion_scale, the RMS of the training offsets), so their size, and their balance with
+the auxiliary terms (which act on features, not vertices), is the same in metres, in BIWI's unit
+area or in millimetres. Orthogonality is a per-step mean, so it does not grow with clip length.
 
 With padded batches every term is computed per clip on its valid frames and averaged over clips,
 so a batch of equal-length clips gives the mean of their single-clip losses (InfoNCE excepted:
@@ -39,22 +45,27 @@ def velocity(x: torch.Tensor) -> torch.Tensor:
 
 
 def orthogonality(content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-    """||content^T style||_F for one clip, lengths matched by adaptive pooling: (T1, D1), (T2, D2)."""
+    """||content^T style||_F / T for one clip, lengths matched by adaptive pooling: (T, D1), (T2, D2).
+    The public code leaves out the 1/T, so there a long clip weighs more than a short one."""
     if content.shape[0] != style.shape[0]:
         style = F.adaptive_avg_pool1d(style.T.unsqueeze(0), content.shape[0])[0].T
-    return torch.linalg.matrix_norm(content.T @ style)
+    return torch.linalg.matrix_norm(content.T @ style) / content.shape[0]
 
 
-def segment_means(x: torch.Tensor, segments: int) -> torch.Tensor:
-    """Split a clip (T, D) into up to `segments` contiguous parts -> their means (K, D)."""
-    return torch.stack([part.mean(0) for part in x.tensor_split(min(segments, x.shape[0]))])
-
-
-def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
-    """Symmetric InfoNCE with positives on the diagonal: a, b (N, D) -> scalar (zero only if N == 1)."""
-    logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T / temperature
+def info_nce(a: torch.Tensor, b: torch.Tensor, negatives_a: torch.Tensor | None = None,
+             negatives_b: torch.Tensor | None = None, temperature: float = 0.1) -> torch.Tensor:
+    """Symmetric InfoNCE between clip summaries a, b (B, D): a_i's positive is b_i, its negatives the
+    other clips' b_j and `negatives_b` (K, D) from earlier clips; the same the other way round.
+    Zero when there is no other clip."""
+    if a.shape[0] == 1 and (negatives_a is None or not len(negatives_a)):
+        return a.new_zeros(())
+    if negatives_a is None:
+        negatives_a = negatives_b = a[:0]
+    a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
     target = torch.arange(a.shape[0], device=a.device)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    a_to_b = a @ torch.cat([b, F.normalize(negatives_b, dim=-1)]).T / temperature
+    b_to_a = b @ torch.cat([a, F.normalize(negatives_a, dim=-1)]).T / temperature
+    return 0.5 * (F.cross_entropy(a_to_b, target) + F.cross_entropy(b_to_a, target))
 
 
 def topk_contrast(audio: torch.Tensor, motion: torch.Tensor, scale: torch.Tensor, ratio: float) -> torch.Tensor:
@@ -86,16 +97,18 @@ def compute_losses(out: dict, target: torch.Tensor, config: PTalkerConfig, subje
                    lip_ids: torch.Tensor | None, frame_lengths: torch.Tensor | None = None,
                    contrast_scale: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """out: PTalker.forward's dict; target (B, T, V*3); subject_ids (B,) speaker index or -1 when
-    not a training speaker; lip_ids (L,) vertex ids. Returns every term and `total`."""
+    not a training speaker; lip_ids (L,) vertex ids. Returns every term, `reconstruction` (the
+    weighted rec + mouth + vel: what validation scores) and `total`."""
     w, pred = config.losses, out["vertices"]
     B, T, _ = pred.shape
     lengths = _per_clip(frame_lengths, B, T)
-    terms = {"rec": masked_mse(pred, target, lengths)}
+    unit = config.motion_scale ** 2   # mesh units^2 -> the network's motion unit
+    terms = {"rec": masked_mse(pred, target, lengths) / unit}
     if lip_ids is not None and w.mouth:
         lips = lambda x: x.view(B, T, -1, 3)[:, :, lip_ids].reshape(B, T, -1)   # noqa: E731
-        terms["mouth"] = masked_mse(lips(pred), lips(target), lengths)
+        terms["mouth"] = masked_mse(lips(pred), lips(target), lengths) / unit
     if w.vel and T > 1:
-        terms["vel"] = masked_mse(velocity(pred), velocity(target), [max(t - 1, 1) for t in lengths])
+        terms["vel"] = masked_mse(velocity(pred), velocity(target), [max(t - 1, 1) for t in lengths]) / unit
     r = config.audio_frames_per_frame
     audio = [out["audio_content"][i, : r * t] for i, t in enumerate(lengths)]
     motion = [out["motion_content"][i, :t] for i, t in enumerate(lengths)]
@@ -104,12 +117,11 @@ def compute_losses(out: dict, target: torch.Tensor, config: PTalkerConfig, subje
         m_style = [out["motion_style"][i, :t] for i, t in enumerate(lengths)]
         terms["orth_audio"] = torch.stack([orthogonality(c, s) for c, s in zip(audio, a_style)]).mean()
         terms["orth_motion"] = torch.stack([orthogonality(c, s) for c, s in zip(motion, m_style)]).mean()
-        k = config.infonce_segments
-        seg = lambda xs: torch.cat([segment_means(x, k) for x in xs])           # noqa: E731
-        # audio content (F wide) and frame styles (style_dim wide): compare their shared leading width
-        width = min(audio[0].shape[1], a_style[0].shape[1])
-        terms["infonce_audio"] = info_nce(seg([c[:, :width] for c in audio]), seg([s[:, :width] for s in a_style]))
-        terms["infonce_motion"] = info_nce(seg(motion), seg(m_style))
+        clips = out["clips"]
+        queued = clips.get("negatives")
+        negatives = (lambda i: queued[i]) if queued is not None else (lambda i: None)   # noqa: E731
+        terms["infonce_audio"] = info_nce(clips["audio_content"], clips["audio_style"], negatives(0), negatives(1))
+        terms["infonce_motion"] = info_nce(clips["motion_content"], clips["motion_style"], negatives(2), negatives(3))
         if subject_ids is not None and (subject_ids >= 0).any():
             known = subject_ids >= 0
             terms["adv"] = F.cross_entropy(out["speaker_logits"][known], subject_ids[known])
@@ -119,10 +131,9 @@ def compute_losses(out: dict, target: torch.Tensor, config: PTalkerConfig, subje
                                      for a, m in zip(per_frame, motion)]).mean()
         terms["kl"] = torch.stack([gaussian_kl(a, m) for a, m in zip(per_frame, motion)]).mean()
     weighted = {"rec": w.rec, "mouth": w.mouth, "vel": w.vel}
-    total = sum(weighted[n] * terms[n] for n in weighted if n in terms)
+    reconstruction = sum(weighted[n] * terms[n] for n in weighted if n in terms)
     contrastive = [getattr(w, n) * terms[n] for n in
                    ("orth_audio", "infonce_audio", "infonce_motion", "orth_motion", "topk", "kl", "adv") if n in terms]
-    if contrastive:
-        total = total + w.contrastive * sum(contrastive)
-    terms["total"] = total
+    terms["reconstruction"] = reconstruction
+    terms["total"] = reconstruction + w.contrastive * sum(contrastive) if contrastive else reconstruction
     return terms

@@ -4,12 +4,16 @@ Data flow (B batch, T motion frames, r audio steps per frame, F feature_dim, V v
 
   audio (B, S) ─ SpeechEncoder ─► features (B, rT, H) ─┬─ Linear ─► audio content (B, rT, F) ─► decoder memory
                                                        └─ AudioStyleEncoder ─► audio style (B, T, F)
-  previous offsets (B, T, V*3) ─ SpatialEncoder (GAT) ─► motion embedding (B, T, F) (start token first)
+  previous offsets / motion_scale (B, T, V*3) ─ SpatialEncoder (GAT) ─► motion embedding (B, T, F) (start first)
       ├─ content MotionEncoder ─► motion content (B, T, F)
       └─ style MotionEncoder ─► per-frame style ─ running mean ─► motion style (B, T, F)
   speaker one-hot ─ IdentityStyleEncoder ─► identity style (B, F)
   decoder input = content + identity + audio style + motion style ─► PPE ─► N x [biased causal
-  self-attention, aligned cross-attention to audio, feed-forward] ─► Linear (zero init) ─► offsets
+  self-attention, aligned cross-attention to audio, feed-forward] ─► Linear (zero init) ─► offsets / motion_scale
+
+The network reads and writes offsets in units of the training data's offset scale (config
+`motion_scale`), so it computes the same numbers whether the meshes are in metres (VOCASET), unit
+area (BIWI) or millimetres, and so do its losses (see losses.py).
 
 Everything after the speech encoder is causal in time, so teacher-forced training, full
 recomputation and cached one-frame-at-a-time generation give the same frames.
@@ -25,7 +29,7 @@ from torch import nn
 
 from .audio import SAMPLE_RATE, SpeechEncoder
 from .config import PTalkerConfig
-from .encoders import AudioStyleEncoder, IdentityStyleEncoder, MotionEncoder, SpatialEncoder
+from .encoders import AudioStyleEncoder, ClipHeads, IdentityStyleEncoder, MotionEncoder, SpatialEncoder
 from .layers import PeriodicPositionalEncoding, TransformerBlock, causal_mean, reverse_gradient
 
 
@@ -60,6 +64,7 @@ class PTalker(nn.Module):
             self.style_encoder = MotionEncoder(F_, c.motion_conv_layers, c.motion_layers, c.motion_heads,
                                                c.period, c.dropout, affine=True)
             self.speaker_classifier = nn.Linear(F_, c.n_subjects)   # adversary on audio content
+            self.clip_heads = ClipHeads(F_, c.style_dim, c.infonce_queue)
         # learnable temperature of the top-k contrast, stored as a log scale (init 1/0.07)
         self.contrast_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.ppe = PeriodicPositionalEncoding(F_, c.period, c.dropout)
@@ -84,10 +89,17 @@ class PTalker(nn.Module):
         memory_kv = [block.cross_attn.project_memory(content) for block in self.decoder]
         return AudioContext(content, frame_styles, style, memory_kv)
 
+    def embed_motion(self, offsets: torch.Tensor) -> torch.Tensor:
+        """Vertex offsets from the template (B, T, V*3), in mesh units -> motion embedding (B, T, F)."""
+        return self.spatial(offsets / self.config.motion_scale)
+
     def reference_style(self, reference: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
         """Motion style of a reference clip: reference (B, Tr, V*3) absolute vertices -> (B, 1, F)."""
-        embedded = self.spatial(reference - template.unsqueeze(1), template)
-        return self.style_encoder(embedded).mean(dim=1, keepdim=True)
+        return self.style_encoder(self.embed_motion(reference - template.unsqueeze(1))).mean(dim=1, keepdim=True)
+
+    def speech_frames(self, samples: int) -> int | None:
+        """The most motion frames `samples` of 16 kHz speech drive (None: any number); see audio.py."""
+        return self.audio.speech_frames(samples)
 
     def _decode(self, motion: torch.Tensor, ctx: AudioContext, identity: torch.Tensor | None,
                 t0: int = 0, cache: dict | None = None, fixed_style: torch.Tensor | None = None):
@@ -112,7 +124,7 @@ class PTalker(nn.Module):
         x = self.ppe(x, t0)
         for block, kv, c in zip(self.decoder, ctx.memory_kv, caches):
             x = block(x, t0, c, kv)
-        return self.head(x), content, style_frames
+        return self.head(x) * self.config.motion_scale, content, style_frames
 
     def _identity(self, one_hot: torch.Tensor | None) -> torch.Tensor | None:
         return None if one_hot is None else self.identity(one_hot)
@@ -132,16 +144,18 @@ class PTalker(nn.Module):
         if motion_style_only is not None and self.config.use_style:
             ctx.style = ctx.style.masked_fill(motion_style_only[:, None, None], 0.0)
         offsets = vertices - template.unsqueeze(1)
-        motion = torch.cat([self.start.expand(B, 1, -1), self.spatial(offsets[:, :-1], template)], dim=1)
+        motion = torch.cat([self.start.expand(B, 1, -1), self.embed_motion(offsets[:, :-1])], dim=1)
         predicted, content, style_frames = self._decode(motion, ctx, self._identity(one_hot))
         out = {"vertices": predicted + template.unsqueeze(1), "audio_content": ctx.content,
                "motion_content": content}
         if self.config.use_style:
-            pooled = ctx.content.mean(dim=1) if frame_lengths is None else torch.stack(
-                [ctx.content[i, : self.config.audio_frames_per_frame * t].mean(0)
-                 for i, t in enumerate(frame_lengths.tolist())])
+            lengths = [T] * B if frame_lengths is None else frame_lengths.tolist()
+            means = lambda x, r: torch.stack([x[i, : r * t].mean(0) for i, t in enumerate(lengths)])  # noqa: E731
+            r = self.config.audio_frames_per_frame
             out.update(audio_frame_styles=ctx.frame_styles, motion_style=style_frames,
-                       speaker_logits=self.speaker_classifier(reverse_gradient(pooled)))
+                       speaker_logits=self.speaker_classifier(reverse_gradient(means(ctx.content, r))),
+                       clips=self.clip_heads(means(ctx.content, r), means(ctx.frame_styles, r),
+                                             means(content, 1), means(style_frames, 1)))
         return out
 
     # ------------------------------------------------------------------ inference
@@ -164,7 +178,7 @@ class PTalker(nn.Module):
         if frame_lengths is not None:
             frames = int(frame_lengths.max())
         elif frames is None:
-            frames = max(1, round(audio.shape[1] / SAMPLE_RATE * self.config.fps))
+            frames = self.speech_frames(audio.shape[1]) or max(1, round(audio.shape[1] / SAMPLE_RATE * self.config.fps))
         ctx = self.encode_audio(audio, frames, audio_lengths, frame_lengths)
         identity = self._identity(one_hot)
         fixed = None
@@ -177,10 +191,10 @@ class PTalker(nn.Module):
         with single_thread() if use_cache else nullcontext():
             for t in range(frames):
                 if use_cache:   # embed only the newest frame; the caches hold the rest
-                    motion = start if t == 0 else self.spatial(offsets[:, t - 1: t], template)
+                    motion = start if t == 0 else self.embed_motion(offsets[:, t - 1: t])
                     step = self._decode(motion, ctx, identity, t, cache, fixed)[0]
                 else:   # re-embed and re-decode the whole prefix, as the public code does
-                    prefix = torch.cat([start, self.spatial(offsets[:, :t], template)], dim=1)
+                    prefix = torch.cat([start, self.embed_motion(offsets[:, :t])], dim=1)
                     step = self._decode(prefix, ctx, identity, 0, None, fixed)[0][:, -1:]
                 offsets[:, t: t + 1] = step
         return offsets.add_(template.unsqueeze(1))

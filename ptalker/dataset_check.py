@@ -29,6 +29,7 @@ class DatasetReport:
     topology_vertices: int | None = None
     topology_faces: int | None = None
     problems: list[str] = field(default_factory=list)
+    length_mismatches: list[str] = field(default_factory=list)   # speech and capture over a frame apart
 
     @property
     def subjects(self) -> list[str]:
@@ -64,8 +65,11 @@ def _wav_seconds(path: Path) -> float:
 
 def check_dataset(dataset_dir: str | os.PathLike, vertice_dim: int | None = None,
                   wav_path: str = "wav", vertices_path: str = "vertices_npy",
-                  template_file: str = "templates.pkl") -> DatasetReport:
-    """Inspect `dataset_dir` -> a DatasetReport; `report.problems` lists everything wrong."""
+                  template_file: str = "templates.pkl", fps: float | None = None,
+                  capture_stride: int = 1) -> DatasetReport:
+    """Inspect `dataset_dir` -> a DatasetReport; `report.problems` lists everything wrong, and with
+    the motion's `fps` (after keeping every `capture_stride`-th captured frame)
+    `report.length_mismatches` every clip whose speech and capture differ by more than one frame."""
     root = Path(dataset_dir)
     report = DatasetReport(dataset_dir=root)
     problems = report.problems
@@ -145,6 +149,10 @@ def check_dataset(dataset_dir: str | os.PathLike, vertice_dim: int | None = None
         report.sequences[subject] = report.sequences.get(subject, 0) + 1
         report.frames += shape[0]
         report.audio_seconds += seconds
+        frames = -(-shape[0] // capture_stride)
+        if fps is not None and abs(seconds * fps - frames) > 1:
+            report.length_mismatches.append(f"{stem}: speech {seconds:.2f} s = {seconds * fps:.1f} frames, "
+                                            f"capture {frames} frames")
     if not wavs and not npys and wav_dir.is_dir() and npy_dir.is_dir():
         problems.append(f"no sequences in {wav_dir} and {npy_dir}")
     return report
@@ -168,6 +176,10 @@ def format_report(report: DatasetReport) -> str:
                      f"{report.topology_faces} faces)")
     else:
         lines.append("  topology:   none")
+    if report.length_mismatches:
+        lines.append(f"  {len(report.length_mismatches)} clips whose speech and capture differ by more than one "
+                     f"frame (training cuts BIWI's motion to its speech, stretches VOCASET's speech):")
+        lines += [f"    {m}" for m in report.length_mismatches]
     if report.ok:
         lines.append("OK")
     else:

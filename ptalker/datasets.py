@@ -31,6 +31,7 @@ class DatasetPreset:
     val_sentences: range | tuple[int, ...] = range(21, 41)
     test_sentences: range | tuple[int, ...] = range(21, 41)
     lip_mask: str = "regions/lve.txt"          # relative to the dataset folder
+    lip_mask_fallback: str = ""                # used (with a note) when lip_mask's file is absent
     upper_face_mask: str = "regions/fdd.txt"
     mask_source: str = field(default="")       # where to obtain masks, for error messages
 
@@ -44,8 +45,12 @@ VOCASET = DatasetPreset(
     val_subjects=("FaceTalk_170811_03275_TA", "FaceTalk_170908_03277_TA"),
     test_subjects=("FaceTalk_170809_00138_TA", "FaceTalk_170731_00024_TA"),
     train_sentences=range(1, 41), val_sentences=range(21, 41), test_sentences=range(21, 41),
-    lip_mask="FLAME_masks.pkl:lips", upper_face_mask="FLAME_masks.pkl:forehead+eye_region",
-    mask_source="FLAME_masks.pkl comes with the FLAME model download (flame.is.tue.mpg.de)",
+    # the lineage's LVE region (PTalker's vocaset/regions/lve.txt, 428 ids); FLAME's lips differ
+    lip_mask="regions/lve.txt", lip_mask_fallback="FLAME_masks.pkl:lips",
+    upper_face_mask="FLAME_masks.pkl:forehead+eye_region",
+    mask_source="regions/lve.txt is vocaset/regions/lve.txt of PTalker's public repository "
+                "(github.com/wangryhen/PTalker, MIT); FLAME_masks.pkl comes with the FLAME model download "
+                "(flame.is.tue.mpg.de); see VOCASET/README.md",
 )
 
 BIWI = DatasetPreset(

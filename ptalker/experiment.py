@@ -13,6 +13,7 @@ from .checkpoint import build_model, load_checkpoint
 from .datasets import DatasetPreset, resolve_dataset
 from .errors import UserError
 from .mesh import find_template_mesh, load_templates, read_mesh
+from .metrics import RegionMasks, dataset_regions, report, score_result_folder, write_csv
 from .training import Parallel, TrainSettings, start_parallel, stop_parallel, train, write_test_predictions
 
 
@@ -34,18 +35,29 @@ def _subjects(flag: str | None, default: tuple[str, ...], what: str) -> list[str
     return list(default)
 
 
-def _lip_ids(preset: DatasetPreset, args, num_vertices: int, parallel: Parallel):
-    """Region masks for the mouth loss and the metrics, or None (with a note) when absent."""
-    from .metrics import load_region_masks
+def _regions(preset: DatasetPreset, args, num_vertices: int, parallel: Parallel) -> RegionMasks:
+    """The lip region (mouth loss, LVE) and the upper-face region (FDD), each loaded on its own;
+    prints the notes and one line per region used (file, vertex count)."""
+    masks = dataset_regions(preset, args.lip_mask, args.upper_face_mask)
+    masks.validate(num_vertices)
+    for line in masks.describe():
+        parallel.say(line)
+    return masks
 
-    try:
-        masks = load_region_masks(preset.folder, args.lip_mask or preset.lip_mask,
-                                  args.upper_face_mask or preset.upper_face_mask, preset.mask_source)
-        masks.validate(num_vertices)
-        return masks
-    except UserError as exc:
-        parallel.say(f"note: {exc} — the mouth loss and LVE/FDD are off")
-        return None
+
+def _require_lip_region(config: PTalkerConfig, masks: RegionMasks) -> None:
+    """The mouth loss needs the lips: training without them is an error unless its weight is 0."""
+    if masks.lips is None and config.losses.mouth:
+        raise UserError(f"the mouth loss needs a lip region and {masks.lip_source} is missing: place it "
+                        f"there, pass --lip_mask FILE, or give --loss_weight mouth=0 to train without it")
+
+
+def _amp(args: argparse.Namespace, device: str) -> str:
+    """The recipe's mixed precision quietly becomes float32 off CUDA; an explicit --amp is kept (train()
+    then says it cannot be used)."""
+    if "amp" in args.from_recipe and torch.device(device).type != "cuda":
+        return "off"
+    return args.amp
 
 
 def run(args: argparse.Namespace) -> None:
@@ -84,15 +96,15 @@ def _run(args: argparse.Namespace, parallel: Parallel, device: str) -> None:
     if not data["train"] and not args.test_only:
         raise UserError("the training split is empty: check --train_subjects and --train_sentences")
     sets = {k: TalkingFaceDataset(v, preset.capture_stride) for k, v in data.items()}
-    masks = _lip_ids(preset, args, vertice_dim // 3, parallel)
-    lip_ids = None if masks is None else torch.as_tensor(masks.lips, dtype=torch.long)
+    masks = _regions(preset, args, vertice_dim // 3, parallel)
+    lip_ids = None if masks.lips is None else torch.as_tensor(masks.lips, dtype=torch.long)
     save_dir, result_dir = folder / args.save_path, folder / args.result_path
     name = args.model_name or preset.name.lower()
     settings = TrainSettings(max_epoch=args.max_epoch, lr=args.lr, batch_size=args.batch_size,
                              gradient_accumulation_steps=args.gradient_accumulation_steps, seed=args.seed,
                              device=device, best_path=save_dir / f"{name}.pth",
                              last_path=save_dir / f"{name}_last.pth", log_path=save_dir / f"{name}_log.csv",
-                             resume=args.resume, amp=args.amp, grad_clip=args.grad_clip,
+                             resume=args.resume, amp=_amp(args, device), grad_clip=args.grad_clip,
                              lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
                              num_workers=args.num_workers, identity_dropout=args.identity_dropout,
                              self_feed=args.self_feed, audio_style_dropout=args.audio_style_dropout,
@@ -105,20 +117,24 @@ def _run(args: argparse.Namespace, parallel: Parallel, device: str) -> None:
             audio_model=args.audio_model, audio_frames_per_frame=2 if preset.audio_alignment == "pairs" else 1,
             decoder_layers=args.decoder_layers, motion_layers=args.motion_layers,
             motion_conv_layers=args.motion_conv_layers, style_dim=args.style_dim, gat_dim=args.gat_dim,
-            gat_checkpoint=args.gat_checkpoint == "on",
+            gat_checkpoint=args.gat_checkpoint == "on", motion_scale=sets["train"].offset_rms(),
         ).with_ablations(args.ablation)
         try:
             config = config.with_loss_weights(args.loss_weight)
         except ValueError as exc:
             raise UserError(str(exc)) from None
+        _require_lip_region(config, masks)
         torch.manual_seed(args.seed)
         model = build_model(config, faces)
+        for dataset in sets.values():   # BIWI: captures longer than their speech are cut to it
+            dataset.speech_frames = model.speech_frames
         meta = {"train_subjects": train_subjects, "faces": faces,
                 "templates": load_templates(folder / args.template_file)}
         train(model, sets["train"], sets["val"], lip_ids, settings, meta)
     if not parallel.main:
         return
     model, state = load_checkpoint(settings.best_path, device)
+    sets["test"].speech_frames = model.speech_frames
     if state["train_subjects"] != train_subjects:
         raise UserError(f"checkpoint {settings.best_path} was trained on {state['train_subjects']}, "
                         f"not on --train_subjects {train_subjects}")
@@ -131,9 +147,7 @@ def _run(args: argparse.Namespace, parallel: Parallel, device: str) -> None:
     written = write_test_predictions(model, sets["test"], train_subjects, result_dir, device,
                                      all_conditions=args.test_conditions == "all")
     print(f"wrote {len(written)} predictions to {result_dir}", file=sys.stderr)
-    if masks is not None and written:
-        from .metrics import report, score_result_folder, write_csv
-
+    if written:
         scores = score_result_folder(folder, result_dir, masks, preset.capture_stride,
                                      args.template_file, args.vertices_path)
         print(report(scores, preset.name))

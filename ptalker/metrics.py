@@ -8,6 +8,9 @@ distance sum_xyz (gt - pred)^2 (no square root), as in the reference evaluation.
   with `motion = vertices - template`; FDD = dyn_gt - dyn_pred (signed), averaged over sequences.
 - MVE: per frame, the mean Euclidean distance over all vertices; averaged over all frames.
 
+A region is a set of vertex ids (an id listed twice counts once; docs/reproduction.md compares this
+with the public metric script). A region that is absent leaves its metric NaN, `n/a` in the table.
+
 `score_result_folder` scores a folder of predictions; `report` turns the scores into the table that
 every entry point prints, so main.py's test phase and `evaluate.py` show the same numbers.
 """
@@ -17,6 +20,8 @@ import csv
 import math
 import os
 import pickle
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,15 +97,26 @@ def mean_vertex_error(pred, gt) -> np.ndarray:
 
 @dataclass(frozen=True)
 class RegionMasks:
-    """Vertex ids (unique, sorted int64 arrays) of the lips (LVE) and of the upper face (FDD)."""
-    lips: np.ndarray
-    upper_face: np.ndarray
+    """Vertex ids (unique, sorted int64 arrays) of the lips (LVE, the mouth loss) and of the upper face
+    (FDD); None where a region is absent, which turns its metric off. `*_source` is the file each came
+    from (or the missing one); `notes` tell the user about absent or substituted regions."""
+    lips: np.ndarray | None
+    upper_face: np.ndarray | None
+    lip_source: str = ""
+    upper_face_source: str = ""
+    notes: tuple[str, ...] = ()
 
     def validate(self, num_vertices: int) -> None:
         for label, ids in (("lip", self.lips), ("upper-face", self.upper_face)):
-            if ids.size and ids.max() >= num_vertices:
+            if ids is not None and ids.size and ids.max() >= num_vertices:
                 raise UserError(f"{label} mask holds vertex id {int(ids.max())} but the meshes have "
                                 f"{num_vertices} vertices: the mask belongs to another topology")
+
+    def describe(self) -> list[str]:
+        """The notes, then one line per region present: its file and how many vertices it holds."""
+        regions = (("lip", self.lips, self.lip_source), ("upper-face", self.upper_face, self.upper_face_source))
+        return [*self.notes, *(f"{label} region: {source} ({ids.size} vertices)"
+                               for label, ids, source in regions if ids is not None)]
 
 
 def _read_ids_text(path: Path) -> np.ndarray:
@@ -128,41 +144,77 @@ def _read_ids_pickle(path: Path, regions: str) -> np.ndarray:
     return np.concatenate([np.asarray(table[name], dtype=np.int64).ravel() for name in names])
 
 
-def _load_mask(dataset_dir: Path, spec: str, what: str, mask_source: str) -> np.ndarray:
+def _mask_file(dataset_dir: Path, spec: str, what: str) -> tuple[Path, str | None]:
+    """`FILE.pkl:region+region` -> (its path, the regions); an ids file -> (its path, None).
+    Relative paths are taken from `dataset_dir`."""
     file_part, sep, regions = spec.rpartition(":")
-    is_pickle = bool(sep) and file_part.lower().endswith(".pkl")
-    if not is_pickle:
-        file_part = spec
+    if not (sep and file_part.lower().endswith(".pkl")):
         if spec.lower().endswith(".pkl"):
             raise UserError(f"{what} mask {spec!r} names a pickle but no region: "
                             f"write FILE.pkl:region[+region]")
+        file_part, regions = spec, None
     path = Path(file_part).expanduser()
-    if not path.is_absolute():
-        path = dataset_dir / path
+    return (path if path.is_absolute() else dataset_dir / path), regions
+
+
+def _load_mask(dataset_dir: Path, spec: str, what: str, mask_source: str) -> tuple[np.ndarray, str]:
+    """-> (unique sorted ids, the file they came from, with its regions for a pickle)."""
+    path, regions = _mask_file(dataset_dir, spec, what)
     if not path.is_file():
-        source = mask_source or "region ids come with the dataset's evaluation protocol"
-        raise UserError(f"{what} mask file not found: {path}. {source}; place it there or pass "
-                        f"its path with --{what.replace('-', '_')}_mask")
-    ids = _read_ids_pickle(path, regions) if is_pickle else _read_ids_text(path)
+        raise UserError(f"{what} mask file not found: {path}. {_where_to_get(mask_source)}; place it "
+                        f"there or pass its path with --{what.replace('-', '_')}_mask")
+    ids = _read_ids_text(path) if regions is None else _read_ids_pickle(path, regions)
     if ids.size == 0:
         raise UserError(f"{what} mask {spec!r} ({path}) holds no vertex ids")
     if ids.min() < 0:
         raise UserError(f"{what} mask {spec!r} ({path}) holds a negative vertex id {int(ids.min())}")
     # Duplicates would weight a vertex twice in FDD's mean; a region is a set.
-    return np.unique(ids)
+    return np.unique(ids), str(path) if regions is None else f"{path}:{regions}"
 
 
-def load_region_masks(dataset_dir: str | os.PathLike, lip_mask: str = "regions/lve.txt",
-                      upper_face_mask: str = "regions/fdd.txt", mask_source: str = "") -> RegionMasks:
-    """Masks from spec strings, paths relative to `dataset_dir` unless absolute.
+def _where_to_get(mask_source: str) -> str:
+    return mask_source or "region ids come with the dataset's evaluation protocol"
+
+
+def dataset_regions(preset: DatasetPreset, lip_mask: str | None = None,
+                    upper_face_mask: str | None = None) -> RegionMasks:
+    """The regions of a dataset, each loaded on its own.
 
     A spec is a text file of ids (`regions/lve.txt`, comma/whitespace separated) or a pickle of id
-    arrays with the regions to unite (`FLAME_masks.pkl:forehead+eye_region`). `mask_source` says
-    where to obtain a missing file, for the error message.
+    arrays with the regions to unite (`FLAME_masks.pkl:forehead+eye_region`), relative to the
+    dataset folder unless absolute. A spec given here (a flag) must load. A preset's default file
+    that is absent leaves its region None, with a note that its metric is off. The lips first fall
+    back to `preset.lip_mask_fallback` (VOCASET: FLAME_masks.pkl:lips), with a note that LVE is then
+    not comparable to published figures.
     """
-    folder = Path(dataset_dir)
-    return RegionMasks(lips=_load_mask(folder, lip_mask, "lip", mask_source),
-                       upper_face=_load_mask(folder, upper_face_mask, "upper-face", mask_source))
+    notes: list[str] = []
+    lips, lip_source = _dataset_region(preset, lip_mask or _default_lip_mask(preset, notes),
+                                       lip_mask is not None, "lip", "LVE", notes)
+    upper_face, upper_face_source = _dataset_region(preset, upper_face_mask or preset.upper_face_mask,
+                                                    upper_face_mask is not None, "upper-face", "FDD", notes)
+    return RegionMasks(lips, upper_face, lip_source, upper_face_source, tuple(notes))
+
+
+def _default_lip_mask(preset: DatasetPreset, notes: list[str]) -> str:
+    """The preset's lip mask, or its fallback (with a note) when only the fallback's file is there."""
+    primary, _ = _mask_file(preset.folder, preset.lip_mask, "lip")
+    fallback = preset.lip_mask_fallback
+    if not fallback or primary.is_file() or not _mask_file(preset.folder, fallback, "lip")[0].is_file():
+        return preset.lip_mask
+    notes.append(f"note: {primary} not found; the lip region is {fallback} instead, so {preset.name} LVE is "
+                 f"not comparable to published figures ({_where_to_get(preset.mask_source)})")
+    return fallback
+
+
+def _dataset_region(preset: DatasetPreset, spec: str, given: bool, what: str, metric: str,
+                    notes: list[str]) -> tuple[np.ndarray | None, str]:
+    """-> (ids, source) of a given spec or of a present default; (None, missing file) with a note."""
+    path, _ = _mask_file(preset.folder, spec, what)
+    if given or path.is_file():
+        return _load_mask(preset.folder, spec, what, preset.mask_source)
+    notes.append(f"note: no {what} region ({path} not found; {_where_to_get(preset.mask_source)}): "
+                 f"{metric} is off")
+    return None, str(path)
 
 
 # ----------------------------------------------------------------------------- scores
@@ -245,15 +297,16 @@ def score_sequence(name: str, condition: str, pred, gt, template, masks: RegionM
     """pred (T, V, 3), gt (T', V, 3), template (V, 3) -> scores on the first min(T, T') frames.
 
     A longer prediction is cut to the ground truth (the reference protocol); a shorter one cuts the
-    ground truth instead, which `SequenceScore.gt_frames` records.
+    ground truth instead, which `SequenceScore.gt_frames` records. LVE / FDD are NaN without their region.
     """
     pred, gt = _as_frames(pred), _as_frames(gt)
     frames = min(len(pred), len(gt))
     pred_t, gt_t = pred[:frames], gt[:frames]
+    lips, upper_face = masks.lips, masks.upper_face
     return SequenceScore(
         name=name, condition=condition, frames=frames, gt_frames=len(gt),
-        lve=float(lip_vertex_error(pred_t, gt_t, masks.lips).mean()),
-        fdd=upper_face_dynamics_deviation(pred_t, gt_t, template, masks.upper_face),
+        lve=math.nan if lips is None else float(lip_vertex_error(pred_t, gt_t, lips).mean()),
+        fdd=math.nan if upper_face is None else upper_face_dynamics_deviation(pred_t, gt_t, template, upper_face),
         mve=float(mean_vertex_error(pred_t, gt_t).mean()))
 
 
@@ -338,15 +391,18 @@ def score_result_folder(dataset_dir: str | os.PathLike, result_dir: str | os.Pat
 def evaluate_preset(preset: DatasetPreset, result_dir: str | os.PathLike,
                     vertices_dir: str | os.PathLike = "vertices_npy",
                     templates_file: str | os.PathLike = "templates.pkl",
-                    lip_mask: str | None = None, upper_face_mask: str | None = None) -> Scores:
-    """Score `result_dir` with a dataset preset's masks and capture stride (masks overridable)."""
+                    lip_mask: str | None = None, upper_face_mask: str | None = None,
+                    say: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> Scores:
+    """Score `result_dir` with a dataset preset's regions (see `dataset_regions`; overridable) and
+    capture stride. `say` gets the regions' notes and one line per region used."""
     if not preset.folder.is_dir():
         raise UserError(f"dataset folder not found: {preset.folder}")
-    masks = load_region_masks(preset.folder, lip_mask=lip_mask or preset.lip_mask,
-                              upper_face_mask=upper_face_mask or preset.upper_face_mask,
-                              mask_source=preset.mask_source)
-    return score_result_folder(preset.folder, result_dir, masks, preset.capture_stride,
-                               templates_file=templates_file, vertices_dir=vertices_dir)
+    masks = dataset_regions(preset, lip_mask, upper_face_mask)
+    scores = score_result_folder(preset.folder, result_dir, masks, preset.capture_stride,
+                                 templates_file=templates_file, vertices_dir=vertices_dir)
+    for line in masks.describe():
+        say(line)
+    return scores
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -406,11 +462,12 @@ def format_table(scores: Scores, units: Units, per_sequence: bool = False) -> st
     lines = [f"{'':<{width}}  {'frames':>7}  " + "  ".join(f"{label:>13}" for label in labels)]
     for label, frames, lve, fdd, mve in entries:
         values = (lve / 10.0 ** units.lve, fdd / 10.0 ** units.fdd, mve / 10.0 ** units.mve)
-        lines.append(f"{label:<{width}}  {frames:>7d}  " + "  ".join(f"{v:>13.4f}" for v in values))
+        lines.append(f"{label:<{width}}  {frames:>7d}  " + "  ".join(
+            f"{v:>13.4f}" if math.isfinite(v) else f"{'n/a':>13}" for v in values))
     lines.append("LVE: max squared lip-vertex distance, mean over all frames; FDD: dyn_gt - dyn_pred "
                  "(signed), mean over sequences; MVE: mean vertex distance, mean over all frames")
     best, total = scores.own_condition_ranking()
-    if total:
+    if total and math.isfinite(scores.overall.lve):
         lines.append(f"own speaker's condition gives the lowest LVE on {best} of {total} sequences "
                      f"({100.0 * best / total:.0f}%)")
     short = scores.shortened

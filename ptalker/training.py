@@ -259,7 +259,8 @@ def _autocast(device: str, amp: str):
 @torch.no_grad()
 def validation_loss(model: PTalker, dataset: TalkingFaceDataset, lip_ids, device, parallel: Parallel = Parallel(),
                     amp: str = "off") -> float:
-    """Mean teacher-forced total loss; a clip of a speaker unseen in training is scored under every
+    """Mean teacher-forced reconstruction loss (rec + mouth + vel as weighted in training; the
+    auxiliary terms do not pick checkpoints); a clip of a speaker unseen in training is scored under every
     training condition and averaged. Each rank scores every world-th clip; sums and counts are
     reduced over the ranks, so every rank returns the mean over the whole set."""
     model.eval()
@@ -268,9 +269,9 @@ def validation_loss(model: PTalker, dataset: TalkingFaceDataset, lip_ids, device
         batch = to_device(collate([dataset[i]]), device)
         conditions = conditions_of(dataset.sequences[i].subject_index, model.config.n_subjects)
         with _autocast(device, amp):
-            scores = [batch_losses(model, batch, lip_ids, torch.tensor([c], device=device))["total"].float()
+            scores = [batch_losses(model, batch, lip_ids, torch.tensor([c], device=device))["reconstruction"]
                       for c in conditions]
-        total += torch.stack(scores).mean().item()
+        total += torch.stack(scores).float().mean().item()
         count += 1
     return _mean_over_ranks(total, count, parallel, device)
 
@@ -477,7 +478,7 @@ def train(model: PTalker, train_set: TalkingFaceDataset, val_set: TalkingFaceDat
         means = _epoch_means(sums, len(sampler), par, device)
         with average.swapped_in() if average is not None else contextlib.nullcontext():
             if not len(val_set):
-                val = means["total"]
+                val = means["reconstruction"]
             elif settings.val_metric == "lve":
                 val = validation_lip_error(model, val_set, step_module.lip_ids, device, par)
             else:

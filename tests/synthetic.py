@@ -29,14 +29,25 @@ def speech_like(seconds: float, rate: int, seed: int) -> tuple[np.ndarray, np.nd
 
 
 def write_dataset(root: Path, subjects: list[str], sentences: range, fps: int, capture_stride: int = 1,
-                  seconds: float = 1.0, rate: int = 16000, subdivisions: int = 1) -> Path:
-    """Write wav/, vertices_npy/, templates.pkl, templates/mesh.ply and regions/ under `root`."""
-    vertices, faces = tiny_mesh(subdivisions)
+                  seconds: float = 1.0, rate: int = 16000, subdivisions: int = 1,
+                  mesh: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, amplitude: float = 0.01) -> Path:
+    """Write wav/, vertices_npy/, templates.pkl, templates/mesh.ply and regions/ under `root`.
+
+    `mesh` (vertices (V, 3), faces, lip ids) replaces the icosphere, e.g. FLAME with its lip region;
+    the lower lip then opens by up to `amplitude` (mesh units) times the speaker's style factor,
+    the upper lip by a third of that the other way."""
+    if mesh is None:
+        vertices, faces = tiny_mesh(subdivisions)
+        lips, upper = np.where(vertices[:, 1] < -0.03)[0], np.where(vertices[:, 1] > 0.03)[0]
+        direction = -np.ones(len(lips))
+    else:
+        vertices, faces, lips = np.asarray(mesh[0], dtype=np.float32), mesh[1], np.asarray(mesh[2])
+        centre = vertices[lips, 1].mean()
+        upper = np.where(vertices[:, 1] > centre + 0.5 * np.ptp(vertices[:, 1]))[0]
+        direction = np.where(vertices[lips, 1] < centre, -1.0, 1 / 3)
     for sub in ("wav", "vertices_npy", "templates", "regions"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     trimesh.Trimesh(vertices, faces, process=False).export(root / "templates" / "mesh.ply")
-    lips = np.where(vertices[:, 1] < -0.03)[0]
-    upper = np.where(vertices[:, 1] > 0.03)[0]
     (root / "regions" / "lve.txt").write_text(",".join(map(str, lips)))
     (root / "regions" / "fdd.txt").write_text(",".join(map(str, upper)))
     templates = {}
@@ -50,7 +61,7 @@ def write_dataset(root: Path, subjects: list[str], sentences: range, fps: int, c
             frames = int(round(seconds * fps * capture_stride))
             loud = np.interp(np.linspace(0, 1, frames), np.linspace(0, 1, len(envelope)), envelope)
             motion = np.zeros((frames,) + template.shape, dtype=np.float32)
-            motion[:, lips, 1] = -0.01 * (1 + 0.5 * k) * loud[:, None]      # style: opening amplitude
+            motion[:, lips, 1] = amplitude * (1 + 0.5 * k) * loud[:, None] * direction   # style: opening amplitude
             np.save(root / "vertices_npy" / f"{name}.npy", (template + motion).reshape(frames, -1))
     with open(root / "templates.pkl", "wb") as f:
         pickle.dump(templates, f)

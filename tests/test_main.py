@@ -1,6 +1,7 @@
 """main.py end to end on tiny datasets: the original command line, resume, checkpoints, errors."""
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -127,6 +128,73 @@ def test_probability_flags_take_values_from_zero_to_one(capsys):
     with pytest.raises(SystemExit):
         main.parse_args(["--ema", "1"])   # a decay of 1 would freeze the average at the random start
     assert "must be in [0, 1), got 1.0" in capsys.readouterr().err
+
+
+def test_recipe_supplies_the_defaults_and_flags_win(capsys):
+    import main
+    public = main.parse_args([])   # the seed README's commands pass none of these flags
+    assert (public.lr, public.max_epoch, public.amp, public.audio_model) == (
+        3e-4, 800, "fp16", "facebook/hubert-large-ls960-ft")
+    faceformer = main.parse_args(["--recipe", "faceformer"])
+    assert (faceformer.lr, faceformer.max_epoch, faceformer.amp, faceformer.audio_model) == (
+        1e-4, 100, "off", "facebook/wav2vec2-base-960h")
+    explicit = main.parse_args(["--recipe", "faceformer", "--lr", "5e-4", "--amp", "bf16"])
+    assert (explicit.lr, explicit.max_epoch, explicit.amp) == (5e-4, 100, "bf16")
+    assert explicit.from_recipe == ("max_epoch", "audio_model")
+    with pytest.raises(SystemExit) as exit_:
+        main.parse_args(["--recipe", "voca"])
+    assert exit_.value.code == 2 and "invalid choice: 'voca'" in capsys.readouterr().err
+
+
+def test_recipe_fp16_becomes_float32_on_cpu_quietly():
+    import main
+    from ptalker.experiment import _amp
+    assert _amp(main.parse_args([]), "cpu") == "off" and _amp(main.parse_args([]), "cuda") == "fp16"
+    assert _amp(main.parse_args(["--amp", "fp16"]), "cpu") == "fp16"   # kept: train() notes it cannot be used
+
+
+@pytest.fixture
+def lips_only(tmp_path) -> Path:
+    """A generic dataset folder with regions/lve.txt but no regions/fdd.txt."""
+    root = write_dataset(tmp_path / "mydata", ["S1", "S2"], range(1, 3), fps=30, seconds=0.5)
+    (root / "regions" / "fdd.txt").unlink()
+    return root
+
+
+def region_command(root: Path, encoder: Path, *extra: str) -> list[str]:
+    return ["--dataset", str(root), "--train_subjects", "S1", "--val_subjects", "S2", "--test_subjects", "S1",
+            "--train_sentences", "1-2", "--val_sentences", "1-1", "--test_sentences", "2-2",
+            "--audio_model", str(encoder), "--max_epoch", "1", *TINY, *extra]
+
+
+def overall_row(stdout: str) -> list[str]:
+    """The LVE, FDD and MVE cells of the table's overall row."""
+    return next(line for line in stdout.splitlines() if line.startswith("all (")).split()[-3:]
+
+
+def test_lip_region_alone_trains_the_mouth_loss(lips_only, tiny_wav2vec2):
+    done = run_main(*region_command(lips_only, tiny_wav2vec2))
+    assert done.returncode == 0, done.stderr
+    lips = (lips_only / "regions" / "lve.txt").read_text().split(",")
+    assert f"lip region: {lips_only / 'regions' / 'lve.txt'} ({len(lips)} vertices)" in done.stderr
+    assert "note: no upper-face region" in done.stderr and "FDD is off" in done.stderr
+    with open(lips_only / "save" / "mydata_log.csv", newline="") as f:
+        assert float(next(csv.DictReader(f))["mouth"]) > 0
+    lve, fdd, _ = overall_row(done.stdout)
+    assert float(lve) > 0 and fdd == "n/a"
+
+
+def test_training_without_lip_region_needs_mouth_weight_zero(lips_only, tiny_wav2vec2):
+    (lips_only / "regions" / "lve.txt").unlink()
+    refused = run_main(*region_command(lips_only, tiny_wav2vec2))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the mouth loss needs a lip region") and "--loss_weight mouth=0" in last
+    done = run_main(*region_command(lips_only, tiny_wav2vec2, "--loss_weight", "mouth=0"))
+    assert done.returncode == 0, done.stderr
+    assert "note: no lip region" in done.stderr and "LVE is off" in done.stderr
+    lve, fdd, mve = overall_row(done.stdout)
+    assert (lve, fdd) == ("n/a", "n/a") and float(mve) > 0
 
 
 def test_wav_without_vertices_and_corrupt_checkpoint(tmp_path, tiny_wav2vec2):

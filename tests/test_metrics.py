@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, shared_file
-from ptalker.datasets import BIWI, VOCASET
+from ptalker.datasets import VOCASET, resolve_dataset
 from ptalker.errors import UserError
-from ptalker.metrics import (RegionMasks, Scores, SequenceScore, Units, format_table, lip_vertex_error, load_region_masks,
-                             mean_vertex_error, metric_units, report, score_result_folder,
-                             split_result_name, upper_face_dynamics, upper_face_dynamics_deviation,
-                             write_csv)
+from ptalker.metrics import (RegionMasks, Scores, SequenceScore, Units, dataset_regions, format_table,
+                             lip_vertex_error, mean_vertex_error, metric_units, report,
+                             score_result_folder, split_result_name, upper_face_dynamics,
+                             upper_face_dynamics_deviation, write_csv)
 
 
 def _tiny_pair():
@@ -90,21 +90,40 @@ def test_real_flame_masks():
     path = shared_file("flame/FLAME_masks.pkl")
     with open(path, "rb") as f:
         table = pickle.load(f, encoding="latin1")
-    masks = load_region_masks(path.parent, lip_mask=f"{path.name}:lips",
-                              upper_face_mask=f"{path.name}:forehead+eye_region")
+    masks = dataset_regions(resolve_dataset(path.parent), lip_mask=f"{path.name}:lips",
+                            upper_face_mask=f"{path.name}:forehead+eye_region")
     assert len(table["lips"]) == 254
     np.testing.assert_array_equal(masks.lips, np.unique(table["lips"]))  # 250 distinct ids
     np.testing.assert_array_equal(masks.upper_face, np.union1d(table["forehead"], table["eye_region"]))
     assert len(masks.upper_face) == 827  # forehead 133 + eye_region 751, sharing 57
     masks.validate(5023)
-    # the preset's own spec strings, resolved relative to the folder
-    preset = load_region_masks(path.parent, VOCASET.lip_mask, VOCASET.upper_face_mask)
-    np.testing.assert_array_equal(preset.upper_face, masks.upper_face)
+
+
+def test_vocaset_lip_region_is_the_lineages_lve_txt(tmp_path):
+    lve, flame = shared_file("flame/ptalker_vocaset_lve.txt"), shared_file("flame/FLAME_masks.pkl")
+    folder = tmp_path / "VOCASET"
+    (folder / "regions").mkdir(parents=True)
+    (folder / "FLAME_masks.pkl").symlink_to(flame)
+    preset = resolve_dataset(folder)
+    # without regions/lve.txt: FLAME's lips, with a note that LVE is then not comparable
+    fallback = dataset_regions(preset)
+    assert fallback.lips.size == 250 and fallback.upper_face.size == 827
+    note, lip_line, upper_line = fallback.describe()
+    assert note.startswith("note: ") and "not comparable to published figures" in note
+    assert "wangryhen/PTalker" in note
+    assert lip_line == f"lip region: {folder / 'FLAME_masks.pkl'}:lips (250 vertices)"
+    assert upper_line == f"upper-face region: {folder / 'FLAME_masks.pkl'}:forehead+eye_region (827 vertices)"
+    # with it: the public repository's 428 ids, of which FLAME's lips share 229
+    (folder / "regions" / "lve.txt").symlink_to(lve)
+    lineage = dataset_regions(preset)
+    assert lineage.lips.size == 428 and np.intersect1d(lineage.lips, fallback.lips).size == 229
+    assert lineage.describe()[0] == f"lip region: {folder / 'regions' / 'lve.txt'} (428 vertices)"
+    lineage.validate(5023)
 
 
 def test_real_biwi_masks():
     regions = shared_file("biwi/regions/lve.txt").parent
-    masks = load_region_masks(regions.parent, BIWI.lip_mask, BIWI.upper_face_mask)
+    masks = dataset_regions(resolve_dataset(regions.parent))   # the folder is named biwi: BIWI's regions
     assert (len(masks.lips), len(masks.upper_face)) == (4996, 7784)
     masks.validate(23370)
     with pytest.raises(UserError, match="lip mask holds vertex id 23339 but the meshes have 5023"):
@@ -115,24 +134,25 @@ def test_mask_text_tolerates_whitespace_and_pickle_errors(tmp_path):
     (tmp_path / "lips.txt").write_text("3, 1,\n 2\n\n1")
     with open(tmp_path / "m.pkl", "wb") as f:
         pickle.dump({"a": np.array([5, 4]), "b": [4, 6]}, f)
-    masks = load_region_masks(tmp_path, "lips.txt", str(tmp_path / "m.pkl") + ":a+b")
+    folder = resolve_dataset(tmp_path)
+    masks = dataset_regions(folder, "lips.txt", str(tmp_path / "m.pkl") + ":a+b")
     np.testing.assert_array_equal(masks.lips, [1, 2, 3])
     np.testing.assert_array_equal(masks.upper_face, [4, 5, 6])
     with pytest.raises(UserError, match="no region c.*regions there: a, b"):
-        load_region_masks(tmp_path, "lips.txt", "m.pkl:a+c")
+        dataset_regions(folder, "lips.txt", "m.pkl:a+c")
     with pytest.raises(UserError, match="names a pickle but no region"):
-        load_region_masks(tmp_path, "lips.txt", "m.pkl")
+        dataset_regions(folder, "lips.txt", "m.pkl")
     (tmp_path / "bad.txt").write_text("1, two")
     with pytest.raises(UserError, match="integer vertex ids"):
-        load_region_masks(tmp_path, "bad.txt", "lips.txt")
+        dataset_regions(folder, "bad.txt", "lips.txt")
 
 
 def test_missing_mask_says_where_to_obtain_it(tmp_path):
     with pytest.raises(UserError) as info:
-        load_region_masks(tmp_path, VOCASET.lip_mask, VOCASET.upper_face_mask, VOCASET.mask_source)
+        dataset_regions(resolve_dataset(tmp_path / "VOCASET"), VOCASET.lip_mask, VOCASET.upper_face_mask)
     message = str(info.value)
-    assert str(tmp_path / "FLAME_masks.pkl") in message and "flame.is.tue.mpg.de" in message
-    assert "\n" not in message
+    assert str(tmp_path / "VOCASET" / "regions" / "lve.txt") in message and "wangryhen/PTalker" in message
+    assert "flame.is.tue.mpg.de" in message and "\n" not in message
 
 
 # ----------------------------------------------------------------------------- result folders
@@ -193,7 +213,7 @@ def test_split_result_name():
 
 def test_score_result_folder(tmp_path):
     templates, gt, preds = _toy_dataset(tmp_path)
-    masks = load_region_masks(tmp_path)
+    masks = dataset_regions(resolve_dataset(tmp_path))
     scores = score_result_folder(tmp_path, tmp_path / "result", masks, capture_stride=2)
     ann, s2 = scores.rows
     # longer prediction (7 frames) cut to the 5 ground-truth frames; shorter one (3) cuts the gt
@@ -239,7 +259,7 @@ def test_score_result_folder(tmp_path):
 
 def test_score_result_folder_user_errors(tmp_path):
     _toy_dataset(tmp_path)
-    masks = load_region_masks(tmp_path)
+    masks = dataset_regions(resolve_dataset(tmp_path))
     result = tmp_path / "result"
     np.save(result / "S2_s02_condition_Q.npy", np.zeros((3, (V + 1) * 3)))
     with pytest.raises(UserError, match=r"S2_s02_condition_Q\.npy has 5 vertices.*has 4"):
@@ -253,6 +273,30 @@ def test_score_result_folder_user_errors(tmp_path):
         score_result_folder(tmp_path, result, RegionMasks(np.array([0, 4]), masks.upper_face), 2)
     with pytest.raises(UserError, match="result folder not found"):
         score_result_folder(tmp_path, tmp_path / "nowhere", masks)
+
+
+def test_each_region_loads_on_its_own(tmp_path):
+    templates, gt, preds = _toy_dataset(tmp_path)
+    (tmp_path / "regions" / "fdd.txt").unlink()
+    preset = resolve_dataset(tmp_path)
+    masks = dataset_regions(preset)
+    np.testing.assert_array_equal(masks.lips, [0, 1])
+    assert masks.upper_face is None
+    assert masks.describe() == [
+        f"note: no upper-face region ({tmp_path / 'regions' / 'fdd.txt'} not found; region ids come with the "
+        f"dataset's evaluation protocol): FDD is off",
+        f"lip region: {tmp_path / 'regions' / 'lve.txt'} (2 vertices)"]
+    scores = score_result_folder(tmp_path, tmp_path / "result", masks, capture_stride=2)
+    with_fdd = score_result_folder(tmp_path, tmp_path / "result", RegionMasks(masks.lips, np.array([2, 3])), 2)
+    assert scores.overall.lve == with_fdd.overall.lve and np.isnan(scores.overall.fdd)
+    overall = next(line for line in format_table(scores, Units(0, 0, 0)).splitlines() if line.startswith("all"))
+    assert overall.split()[-3:] == [f"{scores.overall.lve:.4f}", "n/a", f"{scores.overall.mve:.4f}"]
+    # without the lips too, LVE is off the same way; a region file named explicitly must exist
+    (tmp_path / "regions" / "lve.txt").unlink()
+    masks = dataset_regions(preset)
+    assert masks.lips is None and [line.endswith("LVE is off") for line in masks.describe()] == [True, False]
+    with pytest.raises(UserError, match="upper-face mask file not found"):
+        dataset_regions(preset, upper_face_mask="regions/fdd.txt")
 
 
 def test_metric_units():
@@ -273,8 +317,10 @@ def test_evaluate_cli_prints_the_library_table(tmp_path):
     done = _run_evaluate("--dataset", dataset, "--result_dir", dataset / "result", "--per_sequence",
                          "--csv", tmp_path / "m.csv")
     assert done.returncode == 0, done.stderr
-    scores = score_result_folder(dataset, dataset / "result", load_region_masks(dataset), capture_stride=1)
+    scores = score_result_folder(dataset, dataset / "result", dataset_regions(resolve_dataset(dataset)), 1)
     assert done.stdout == report(scores, "toyset", per_sequence=True) + "\n"
+    assert done.stderr.splitlines() == [f"lip region: {dataset / 'regions' / 'lve.txt'} (2 vertices)",
+                                        f"upper-face region: {dataset / 'regions' / 'fdd.txt'} (2 vertices)"]
     assert (tmp_path / "m.csv").is_file()
     # generic dataset: units follow the magnitude of the values and are named in the header
     units = metric_units("toyset", scores)

@@ -446,6 +446,8 @@ def test_check_dataset_lists_every_problem(tmp_path):
 def test_main_trains_on_a_prepared_biwi_dataset(tmp_path, tiny_wav2vec2):
     dataset = build_prepared_biwi(tmp_path)
     width = np.load(next((dataset / "vertices_npy").glob("*.npy"))).shape[1]
+    (dataset / "regions").mkdir()
+    (dataset / "regions" / "lve.txt").write_text("0, 1, 2")   # CodeTalker's file, placed by the user
     done = subprocess.run(
         [sys.executable, str(ROOT / "main.py"), "--dataset", str(dataset), "--vertice_dim", str(width),
          "--period", "25", "--fps", "25", "--train_subjects", "F2 M3", "--val_subjects", "F2 M3",

@@ -17,10 +17,12 @@ CENTRE_BOUND = 1e-2
 
 
 def unwindowed(encoder: SpeechEncoder, audio: torch.Tensor, frames: int) -> torch.Tensor:
-    """The whole-clip pipeline: CNN, alignment, projection and transformer in single passes."""
+    """The whole-clip pipeline: CNN, alignment (interpolated with ratio 1, native steps cut with
+    ratio 2), projection and transformer in single passes."""
     audio = (audio - audio.mean(-1, keepdim=True)) / (audio.std(-1, keepdim=True) + 1e-7)
-    conv = F.interpolate(encoder.model.feature_extractor(audio), size=encoder.ratio * frames,
-                         mode="linear", align_corners=True)
+    conv = encoder.model.feature_extractor(audio)
+    conv = F.interpolate(conv, size=frames, mode="linear", align_corners=True) if encoder.ratio == 1 \
+        else conv[:, :, : 2 * frames]
     projected = encoder.model.feature_projection(conv.transpose(1, 2))
     projected = projected[0] if isinstance(projected, tuple) else projected
     return encoder.model.encoder(projected).last_hidden_state
@@ -33,13 +35,13 @@ def speech(seconds: float, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("ratio", [1, 2])
 def test_one_window_is_the_unwindowed_encoding(tiny_wav2vec2, ratio):
     encoder = SpeechEncoder(load_speech_model(str(tiny_wav2vec2)), ratio).eval()
-    audio = speech(6)
+    audio, frames = speech(6), 180 if ratio == 1 else 149    # 6 s at 30 fps, or 299 native steps // 2
     with torch.no_grad():
-        expected = unwindowed(encoder, audio, 180)
-        assert torch.equal(encoder(audio, 180), expected)                 # default: far below the window
+        expected = unwindowed(encoder, audio, frames)
+        assert torch.equal(encoder(audio, frames), expected)              # default: far below the window
         encoder.window_seconds, encoder.context_seconds = 5.0, 0.5          # 6 s = one window plus context
-        assert encoder.windows(180 * ratio, 6.0) == [(0, 0, 180 * ratio, 180 * ratio)]
-        assert torch.equal(encoder(audio, 180), expected)
+        assert encoder.windows(frames * ratio, 6.0) == [(0, 0, frames * ratio, frames * ratio)]
+        assert torch.equal(encoder(audio, frames), expected)
 
 
 @pytest.mark.parametrize("encoder_name", ["tiny_wav2vec2", "tiny_hubert"])
@@ -48,13 +50,14 @@ def test_padded_batch_encodes_each_clip_as_alone(encoder_name, windowed, request
     encoder = SpeechEncoder(load_speech_model(str(request.getfixturevalue(encoder_name))), 2).eval()
     if windowed:   # the 5 s clip needs windows: the batch falls back to clip by clip
         encoder.window_seconds, encoder.context_seconds = 2.0, 0.5
-    clips, frames = [speech(3, seed=2), speech(5, seed=3), speech(4, seed=4)], [75, 125, 100]
+    # the frames each clip's native 50 Hz steps drive: (seconds * 50 - 1) // 2
+    clips, frames = [speech(3, seed=2), speech(5, seed=3), speech(4, seed=4)], [74, 124, 99]
     audio = torch.zeros(3, clips[1].shape[1])
     for i, c in enumerate(clips):
         audio[i, : c.shape[1]] = c[0]
     lengths = (torch.tensor([c.shape[1] for c in clips]), torch.tensor(frames))
     with torch.no_grad():
-        batched = encoder(audio, 125, lengths)
+        batched = encoder(audio, 124, lengths)
         for i, (c, t) in enumerate(zip(clips, frames)):
             assert (batched[i, : 2 * t] - encoder(c, t)[0]).abs().max().item() < 1e-4
             assert not batched[i, 2 * t:].any()                          # padding comes out zero
@@ -98,8 +101,8 @@ def test_long_input_windowed_close_to_unwindowed_in_window_centres(tiny_wav2vec2
 def test_ten_minutes_of_speech_encode_in_bounded_memory(tiny_wav2vec2):
     encoder = SpeechEncoder(load_speech_model(str(tiny_wav2vec2)), 2).eval()
     with torch.no_grad():
-        features = encoder(speech(600, seed=3), 15000)
-    assert features.shape == (1, 30000, 32) and torch.isfinite(features).all()
+        features = encoder(speech(600, seed=3), 14999)
+    assert features.shape == (1, 29998, 32) and torch.isfinite(features).all()
 
 
 def test_three_minutes_generate(tiny_wav2vec2, one_thread):

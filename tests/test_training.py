@@ -258,7 +258,7 @@ def test_weight_average_follows_the_weights_and_swaps_in_and_out():
     expected = average.average["weight"].clone()
     with average.swapped_in():
         assert torch.equal(layer.weight, expected)
-    assert torch.equal(layer.weight, start + 3)
+    assert torch.equal(layer.weight, start + 1 + 2)   # the raw weights, rounded as they were updated
     copy = WeightAverage(torch.nn.Linear(2, 1), 0.5)
     copy.load_state_dict(average.state_dict())
     assert copy.updates == 32 and torch.equal(copy.average["weight"], expected)
@@ -410,10 +410,13 @@ def test_torchrun_two_processes_keep_identical_replicas(dataset, tiny_wav2vec2, 
                           capture_output=True, text=True, cwd=ROOT, env=quiet_env(), timeout=600)
     assert done.returncode == 0, done.stderr
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
-    for key, value in ranks[0].items():
-        assert torch.equal(value, ranks[1][key]), key
+    # each rank queues its own clips as InfoNCE negatives; DDP hands every rank rank 0's queue at
+    # the start of each forward pass, so the queues differ only after the last one
+    weights = [k for k in ranks[0] if not k.startswith("clip_heads.queue")]
+    for key in weights:
+        assert torch.equal(ranks[0][key], ranks[1][key]), key
     best = read_checkpoint(tmp_path / "save" / "talk.pth")["state_dict"]
-    assert all(torch.equal(best[k], v) for k, v in ranks[0].items())
+    assert all(torch.equal(best[k], ranks[0][k]) for k in weights)
     assert re.search(r"validation lve \d", done.stderr)      # the clips' generation errors, gathered from both ranks
     # 8 clips in 4 batches, 2 per rank, one accumulated step; rank 0 alone logs and tests
     assert log_rows(tmp_path / "save" / "talk_log.csv")[0]["steps"] == "1"
