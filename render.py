@@ -16,32 +16,19 @@ import numpy as np
 
 from ptalker.datasets import resolve_dataset
 from ptalker.errors import UserError, print_user_error
+from ptalker.layout import load_vertices, split_result_stem
 from ptalker.mesh import find_template_mesh, read_mesh
 from ptalker.render import parse_resolution, render_sequence
 
 
-def sentence_name(stem: str) -> str:
-    """`<name>_condition_<subject>` -> `<name>`; other stems are the name itself."""
-    return stem.rsplit("_condition_", 1)[0] if "_condition_" in stem else stem
-
-
 def load_frames(path: Path, vertice_dim: int, what: str) -> np.ndarray:
-    """A .npy of (T, vertice_dim), (T, V, 3) or with a leading batch axis of 1 -> (T, vertice_dim),
-    memory-mapped: the data is read when rendered."""
-    if not path.is_file():
-        raise UserError(f"{what} file not found: {path}")
-    try:
-        array = np.load(path, mmap_mode="r")
-    except Exception as exc:  # numpy raises several types for malformed files
-        raise UserError(f"cannot read {what} {path}: {exc}") from exc
-    shape = array.shape
-    vertex_axes = 2 if len(shape) >= 3 and shape[-1] == 3 else 1
-    width = int(np.prod(shape[-vertex_axes:])) if len(shape) >= 2 else 0
-    frame_axes = [d for d in shape[:-vertex_axes] if d != 1]  # all but one must be batch axes of 1
-    if width != vertice_dim or len(frame_axes) > 1 or array.size == 0:
-        raise UserError(f"{what} {path} has shape {array.shape}: expected (frames, {vertice_dim}) "
-                        f"= {vertice_dim // 3} vertices x 3 (check --vertice_dim)")
-    return array.reshape(-1, vertice_dim)
+    """A vertex file (see `ptalker.layout.load_vertices`) -> (T, vertice_dim), memory-mapped: the data
+    is read when rendered."""
+    vertices = load_vertices(path, what)
+    if vertices.shape[1] * 3 != vertice_dim:
+        raise UserError(f"{what} {path} has {vertices.shape[1]} vertices ({vertices.shape[1] * 3} values per "
+                        f"frame): expected {vertice_dim // 3} vertices = {vertice_dim} values (check --vertice_dim)")
+    return vertices.reshape(len(vertices), vertice_dim)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +83,7 @@ def render_dataset(args: argparse.Namespace) -> None:
     # check every input before the first (slow) render, so a bad file fails the run at once
     jobs = []
     for path in results:
-        name = sentence_name(path.stem)
+        name, _ = split_result_stem(path.stem)
         prediction = load_frames(path, vertice_dim, "prediction")
         wav = wav_dir / f"{name}.wav"
         if not wav.is_file():

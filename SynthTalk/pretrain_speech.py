@@ -54,15 +54,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ptalker.audio import SAMPLE_RATE, load_audio  # noqa: E402
+from ptalker.datasets import SYNTHTALK_HELDOUT_TRAIN_SENTENCES  # noqa: E402
 from ptalker.errors import UserError, print_user_error  # noqa: E402
 from ptalker.fileio import atomic_folder, save_wav  # noqa: E402
 from SynthTalk.corpus import FPS, SENTENCES  # noqa: E402
 from SynthTalk.speech import Synthesizer, Voice, is_pause  # noqa: E402
-from SynthTalk.splits import HELDOUT_TRAIN_SENTENCES  # noqa: E402
 from SynthTalk.visemes import PHONEME_VISEMES  # noqa: E402
 
 # Only the face model's training sentences: their text is all the encoder ever hears.
-TEXTS = tuple(SENTENCES[i - 1] for i in HELDOUT_TRAIN_SENTENCES)
+TEXTS = tuple(SENTENCES[i - 1] for i in SYNTHTALK_HELDOUT_TRAIN_SENTENCES)
 VOCABULARY = tuple(sorted({w.strip(",.?!").lower() for text in TEXTS for w in text.split()}))
 
 ACCENTS = ("en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-gbcwmd",

@@ -77,9 +77,12 @@ def is_pause(symbol: str) -> bool:
 
 
 class Synthesizer:
-    """One per process: libespeak-ng keeps global state. Linux/Unix only (utterances run in forks)."""
+    """One per process: libespeak-ng keeps global state. Linux/Unix only (utterances run in forks).
 
-    def __init__(self):
+    `noise_start`: where every utterance's breath noise starts (see _synthesize): the C library's
+    rand() seeded with 1, then this many numbers drawn."""
+
+    def __init__(self, noise_start: int = 0):
         path = ctypes.util.find_library("espeak-ng")
         if path is None:
             raise UserError("libespeak-ng not found: install it (Debian/Ubuntu: apt-get install espeak-ng)")
@@ -93,7 +96,10 @@ class Synthesizer:
                                                  _INITIALIZE_PHONEME_EVENTS | _INITIALIZE_DONT_EXIT)
         if self.sample_rate <= 0:
             raise UserError("libespeak-ng failed to initialise (is espeak-ng-data installed?)")
+        lib.srand.argtypes = [ctypes.c_uint]
+        lib.srand.restype = None
         self._lib = lib
+        self.noise_start = noise_start
         self._chunks: list[np.ndarray] = []
         self._events: list[tuple[int, int, int, int, str]] = []
         self._callback = _Callback(self._collect)   # kept referenced: the library calls it later
@@ -141,6 +147,15 @@ class Synthesizer:
 
     def _synthesize(self, text: str, voice: Voice):
         lib = self._lib
+        # The breathy variants (+f2, +f3) draw their breath noise from the C library's rand(), whose
+        # state is global to the process and inherited by this fork. libespeak-ng connects to
+        # PulseAudio when it initialises, even in synchronous mode, and libpulse draws 12 numbers from
+        # rand() to name a new runtime folder (/tmp/pulse-XXXXXXXXXXXX) when ~/.config/pulse has none
+        # yet (the first process after a fresh boot or home), none later: the audio depended on which
+        # process came first. So every utterance starts from the same state.
+        lib.srand(1)
+        for _ in range(self.noise_start):
+            lib.rand()
         if lib.espeak_SetVoiceByName(voice.name.encode()) != 0:
             raise UserError(f"espeak-ng has no voice {voice.name!r} (see `espeak-ng --voices`)")
         for parameter, value in ((_PARAM_RATE, voice.rate), (_PARAM_PITCH, voice.pitch), (_PARAM_RANGE, voice.range)):

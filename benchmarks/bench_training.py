@@ -30,8 +30,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from data_loader import Sequence, TalkingFaceDataset  # noqa: E402
 from models import PTalker, PTalkerConfig  # noqa: E402
+from ptalker.data import Sequence, TalkingFaceDataset  # noqa: E402
 from ptalker.mesh import mesh_edges  # noqa: E402
 from ptalker.training import TrainSettings, train  # noqa: E402
 

@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from data_loader import TalkingFaceDataset, collate, load_splits  # noqa: E402
 from models import PTalkerConfig  # noqa: E402
 from ptalker.checkpoint import build_model  # noqa: E402
+from ptalker.data import TalkingFaceDataset, collate, load_splits  # noqa: E402
 from ptalker.datasets import resolve_dataset  # noqa: E402
 from ptalker.mesh import read_mesh  # noqa: E402
 from ptalker.metrics import _read_ids_text  # noqa: E402
@@ -61,8 +61,10 @@ def measure(scale: str, shared: Path, steps: int, speech: Path, work: Path) -> l
     dataset = TalkingFaceDataset(data["train"])
     torch.manual_seed(0)
     config = PTalkerConfig(vertice_dim=vertices.size, feature_dim=width, period=fps, fps=fps,
-                           n_subjects=len(SUBJECTS), audio_model=str(speech), audio_frames_per_frame=ratio)
+                           n_subjects=len(SUBJECTS), audio_model=str(speech), audio_frames_per_frame=ratio,
+                           motion_scale=dataset.offset_rms())
     model = build_model(config, faces)
+    dataset.speech_frames = model.speech_frames
     step = TrainStep(model, torch.as_tensor(lips))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=3e-4)
@@ -73,11 +75,15 @@ def measure(scale: str, shared: Path, steps: int, speech: Path, work: Path) -> l
         step(to_device(batches[n % len(batches)], "cpu"))["total"].backward()
         optimizer.step()
     step.eval()   # no dropout: the same forward pass for every term's gradient
+    if hasattr(model, "clip_heads"):
+        model.clip_heads.train()   # InfoNCE's negatives come from the queue of clips
     rows: dict[str, list] = {}
     for batch in batches:
         terms = step(batch)
         weighted = weighted_terms(terms, model.config)
         for name, value in weighted.items():
+            if not value.requires_grad:   # a term that is zero here (InfoNCE without other clips)
+                continue
             grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
             norm = torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None))
             rows.setdefault(name, []).append((terms[name].item(), norm.item()))
@@ -98,7 +104,7 @@ def main() -> None:
             rows = measure(scale, args.shared, args.steps, speech, Path(tmp))
             aux = sum(share for name, _, _, share in rows if name not in RECONSTRUCTION)
             print(f"\n{scale} after {args.steps} steps: auxiliary share of the gradient {100 * aux:.1f}%")
-            print(f"| term | value | gradient norm (weighted) | share |\n|---|---|---|---|")
+            print("| term | value | gradient norm (weighted) | share |\n|---|---|---|---|")
             for name, value, norm, share in rows:
                 print(f"| {name} | {value:.3g} | {norm:.3g} | {100 * share:.1f}% |")
 

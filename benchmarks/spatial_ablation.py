@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from ptalker.layout import load_vertices, split_result_stem, subject_of  # noqa: E402
 from ptalker.mesh import load_templates, read_mesh  # noqa: E402
 from ptalker.metrics import _read_ids_text, lip_vertex_error  # noqa: E402
 from ptalker.scratch_speech import save_scratch_speech_model  # noqa: E402
@@ -49,8 +50,9 @@ def lve_per_frame(root: Path, predictions: list[Path], static: bool = False) -> 
     templates = load_templates(root / "templates.pkl")
     errors = []
     for path in predictions:
-        gt = np.load(root / "vertices_npy" / f"{path.stem.split('_condition_')[0]}.npy")
-        pred = np.repeat(templates[path.stem[:2]].reshape(1, -1), len(gt), 0) if static else np.load(path)
+        name, _ = split_result_stem(path.stem)
+        gt = load_vertices(root / "vertices_npy" / f"{name}.npy")
+        pred = np.repeat(templates[subject_of(name)][None], len(gt), 0) if static else load_vertices(path)
         errors.append(lip_vertex_error(pred, gt, lips))
     return errors
 
@@ -68,7 +70,7 @@ def main() -> None:
         root = write_dataset(tmp / "flame", SUBJECTS.split(), range(1, 7), fps=30, seconds=1.0,
                              mesh=(vertices, faces, lips), amplitude=0.003)
         speech = save_scratch_speech_model(tmp / "speech")
-        print(f"| model | seed | test LVE (x1e-6 m^2) |\n|---|---|---|")
+        print("| model | seed | test LVE (x1e-6 m^2) |\n|---|---|---|")
         for name, ablation in (("full (GAT)", []), ("no_spatial", ["no_spatial"])):
             for seed in args.seeds:
                 lve = train_and_score(root, speech, tmp / f"{name}{seed}", args.epochs, seed, ablation)

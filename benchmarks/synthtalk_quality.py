@@ -19,8 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ptalker.audio import SAMPLE_RATE, load_audio  # noqa: E402
+from ptalker.datasets import SYNTHTALK_HELDOUT_TEST_SENTENCES as HELDOUT_TEST_SENTENCES  # noqa: E402
 from ptalker.inference import load_animator  # noqa: E402
-from SynthTalk.splits import HELDOUT_TEST_SENTENCES  # noqa: E402
+from ptalker.layout import load_vertices  # noqa: E402
 
 
 def lip_amplitude(vertices: np.ndarray, template: np.ndarray, lips: np.ndarray) -> float:
@@ -56,7 +57,7 @@ def main() -> None:
 
     print("1. reference-motion style: lip amplitude (mm RMS) of outputs for speaker A's held-out sentences,")
     print("   animated unseen (no one-hot) with a reference clip (sentence 01) of speaker B")
-    gt_amp = {s: np.mean([lip_amplitude(np.load(data / "vertices_npy" / f"{s}_sentence{n:02d}.npy"),
+    gt_amp = {s: np.mean([lip_amplitude(load_vertices(data / "vertices_npy" / f"{s}_sentence{n:02d}.npy"),
                                         animator.templates[s], lips) for n in HELDOUT_TEST_SENTENCES]) for s in speakers}
     rows, follows = [], 0
     for a in speakers:
@@ -64,8 +65,8 @@ def main() -> None:
         clips = [load_audio(data / "wav" / f"{a}_sentence{n:02d}.wav") for n in HELDOUT_TEST_SENTENCES]
         amps = []
         for b in speakers:
-            reference = animator.retarget(np.load(data / "vertices_npy" / f"{b}_sentence01.npy").reshape(
-                -1, len(template), 3), animator.templates[b], template)   # B's motion on A's face
+            reference = animator.retarget(load_vertices(data / "vertices_npy" / f"{b}_sentence01.npy"),
+                                          animator.templates[b], template)   # B's motion on A's face
             outs = animator.animate(clips, template, condition=None, reference=reference)
             amps.append(np.mean([lip_amplitude(o, template, lips) for o in outs]))
         corr = float(np.corrcoef(amps, [gt_amp[b] for b in speakers])[0, 1])

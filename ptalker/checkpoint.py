@@ -15,7 +15,9 @@ from .errors import UserError
 from .fileio import atomic_path
 from .mesh import mesh_edges
 
-FORMAT = "ptalker-checkpoint-1"
+# 2: offsets in the motion unit, GAT on offsets alone, motion-encoder norms, InfoNCE heads and queue
+FORMAT = "ptalker-checkpoint-2"
+EARLIER_FORMATS = ("ptalker-checkpoint-1",)
 
 
 def build_model(config: PTalkerConfig, faces: np.ndarray, speech_model: torch.nn.Module | None = None) -> PTalker:
@@ -57,6 +59,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     except Exception as exc:
         raise UserError(f"cannot read checkpoint {path} (corrupt or not a checkpoint): "
                         f"{str(exc).splitlines()[0][:200]}") from exc
+    if isinstance(state, dict) and state.get("format") in EARLIER_FORMATS:
+        raise UserError(f"{path} was written by an earlier version ({state['format']}) whose network differs from "
+                        f"this one's (motion unit, spatial GAT input, motion-encoder norms): its weights cannot be "
+                        f"converted; retrain it with this version")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path} is not a PTalker checkpoint of this project")
     return state

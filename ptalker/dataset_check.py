@@ -9,9 +9,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from .errors import UserError
+from .layout import load_vertices, subject_of
 from .mesh import load_templates, read_mesh
 
 MAX_LISTED_PROBLEMS = 30
@@ -50,10 +49,6 @@ def _visible(folder: Path, suffix: str) -> dict[str, Path]:
         return {}
     return {p.stem: p for p in sorted(folder.glob(f"*{suffix}"))
             if p.is_file() and not p.name.startswith(".")}
-
-
-def _subject_of(stem: str) -> str:
-    return stem.rsplit("_", 1)[0]
 
 
 def _wav_seconds(path: Path) -> float:
@@ -127,29 +122,27 @@ def check_dataset(dataset_dir: str | os.PathLike, vertice_dim: int | None = None
     missing_template = set()
     for stem in sorted(set(wavs) & set(npys)):
         try:
-            shape = np.load(npys[stem], mmap_mode="r").shape
-        except Exception as exc:  # numpy raises several types for damaged files
-            problems.append(f"cannot read {npys[stem]}: {exc.__class__.__name__}: {exc}")
+            vertices = load_vertices(npys[stem])
+        except UserError as exc:
+            problems.append(str(exc))
             continue
         try:
             seconds = _wav_seconds(wavs[stem])
         except Exception as exc:  # soundfile raises its own and OS error types
             problems.append(f"cannot read {wavs[stem]}: {exc}")
             continue
-        if len(shape) != 2 or shape[0] == 0:
-            problems.append(f"{npys[stem]} has shape {shape}, expected (frames, V*3)")
+        values = vertices.shape[1] * 3
+        if width is not None and values != width:
+            problems.append(f"{npys[stem]} has {values} values per frame, the templates need {width}")
             continue
-        if width is not None and shape[1] != width:
-            problems.append(f"{npys[stem]} has {shape[1]} values per frame, the templates need {width}")
-            continue
-        subject = _subject_of(stem)
+        subject = subject_of(stem)
         if templates and subject not in templates and subject not in missing_template:
             missing_template.add(subject)
             problems.append(f"subject {subject!r} has sequences but no template in {templates_path}")
         report.sequences[subject] = report.sequences.get(subject, 0) + 1
-        report.frames += shape[0]
+        report.frames += len(vertices)
         report.audio_seconds += seconds
-        frames = -(-shape[0] // capture_stride)
+        frames = -(-len(vertices) // capture_stride)
         if fps is not None and abs(seconds * fps - frames) > 1:
             report.length_mismatches.append(f"{stem}: speech {seconds:.2f} s = {seconds * fps:.1f} frames, "
                                             f"capture {frames} frames")

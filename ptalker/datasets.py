@@ -1,15 +1,14 @@
 """Known dataset presets: where a dataset lives and how its motion and audio line up.
 
-A preset is looked up by name (`vocaset`, `BIWI`, case-insensitive); any other `--dataset` value
-is a path to a folder in the standard layout and gets the generic preset.
+A preset is looked up by name (`vocaset`, `BIWI`, `SynthTalk`, case-insensitive); any other `--dataset`
+value is a path to a folder in the standard layout and gets the generic preset. The generated SynthTalk
+corpus's subject and sentence splits (`SYNTHTALK_*`) are defined here too, for its preset and its scripts.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from SynthTalk import splits
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,13 +62,41 @@ BIWI = DatasetPreset(
     mask_source="regions/lve.txt and regions/fdd.txt are published with CodeTalker's BIWI metrics",
 )
 
+# ------------------------------------------------------------------ SynthTalk: subject and sentence splits
+# of the default generated corpus (SynthTalk/make_dataset.py: 8 speakers x 120 sentences). Two protocols,
+# like the two public benchmarks:
+# - VOCASET-like (unseen speakers): train synth01-06 on sentences 1-40, validate on synth07 and test on
+#   synth08, both on sentences 21-40.
+# - BIWI-like (seen speakers, unseen sentences; the preset's): synth01-06 train on 1-32 and on the further
+#   texts 73-104, validate on 33-36, test on 37-40 (Test-A); Test-B is the unseen synth07-08 on 37-40.
+# Sentences 41-104 of synth01-06 are spoken in another of these six speakers' voices and moved with the
+# speaker's own style (see SynthTalk/corpus.py): with one voice per speaker, the speech alone would tell
+# the style, and a model could learn to ignore the speaker condition. 41-72 repeat the texts of 1-32;
+# 73-104 are further texts. 105-120, in the speaker's own voice, are held out as a development set.
+SYNTHTALK_TRAIN_SUBJECTS = ("synth01", "synth02", "synth03", "synth04", "synth05", "synth06")
+SYNTHTALK_VAL_SUBJECTS = ("synth07",)
+SYNTHTALK_TEST_SUBJECTS = ("synth08",)
+SYNTHTALK_UNSEEN_SUBJECTS = SYNTHTALK_VAL_SUBJECTS + SYNTHTALK_TEST_SUBJECTS
+# VOCASET-like
+SYNTHTALK_TRAIN_SENTENCES = range(1, 41)
+SYNTHTALK_VAL_SENTENCES = range(21, 41)
+SYNTHTALK_TEST_SENTENCES = range(21, 41)
+# BIWI-like, on the training subjects (Test-B: the unseen subjects on the held-out test sentences)
+SYNTHTALK_HELDOUT_TRAIN_SENTENCES = range(1, 33)
+SYNTHTALK_HELDOUT_VAL_SENTENCES = range(33, 37)
+SYNTHTALK_HELDOUT_TEST_SENTENCES = range(37, 41)
+SYNTHTALK_CROSS_VOICE_SENTENCES = range(41, 73)    # sentence 40 + k: the text of sentence k, another voice
+SYNTHTALK_EXTRA_SENTENCES = range(73, 105)         # further texts (corpus.EXTRA_TEXTS), another voice
+SYNTHTALK_DEVELOPMENT_SENTENCES = range(105, 121)  # held-out texts (corpus.DEVELOPMENT_TEXTS), own voice
+
 SYNTHTALK = DatasetPreset(
-    # the generated corpus (SynthTalk/make_dataset.py); BIWI-like protocol: seen speakers, held-out sentences
+    # the generated corpus; BIWI-like protocol: seen speakers, held-out sentences
     name="SynthTalk", folder=ROOT / "SynthTalk", fps=30, capture_stride=1, audio_alignment="interpolate",
     vertice_dim=None, feature_dim=64, period=30,
-    train_subjects=splits.TRAIN_SUBJECTS, val_subjects=splits.TRAIN_SUBJECTS, test_subjects=splits.TRAIN_SUBJECTS,
-    train_sentences=tuple(splits.HELDOUT_TRAIN_SENTENCES) + tuple(splits.EXTRA_SENTENCES),
-    val_sentences=splits.HELDOUT_VAL_SENTENCES, test_sentences=splits.HELDOUT_TEST_SENTENCES,
+    train_subjects=SYNTHTALK_TRAIN_SUBJECTS, val_subjects=SYNTHTALK_TRAIN_SUBJECTS,
+    test_subjects=SYNTHTALK_TRAIN_SUBJECTS,
+    train_sentences=tuple(SYNTHTALK_HELDOUT_TRAIN_SENTENCES) + tuple(SYNTHTALK_EXTRA_SENTENCES),
+    val_sentences=SYNTHTALK_HELDOUT_VAL_SENTENCES, test_sentences=SYNTHTALK_HELDOUT_TEST_SENTENCES,
     mask_source="regions/ is written by SynthTalk/make_dataset.py",
 )
 

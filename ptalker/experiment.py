@@ -6,25 +6,16 @@ import sys
 
 import torch
 
-from data_loader import TalkingFaceDataset, load_splits, parse_sentences
 from models.config import PTalkerConfig
 
 from .checkpoint import build_model, load_checkpoint
+from .data import TalkingFaceDataset, load_splits, parse_sentences
 from .datasets import DatasetPreset, resolve_dataset
+from .device import pick_device
 from .errors import UserError
 from .mesh import find_template_mesh, load_templates, read_mesh
 from .metrics import RegionMasks, dataset_regions, report, score_result_folder, write_csv
 from .training import Parallel, TrainSettings, start_parallel, stop_parallel, train, write_test_predictions
-
-
-def pick_device(requested: str | None) -> str:
-    """cuda when available (or asked for and present), else cpu."""
-    if requested is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        print("note: CUDA is not available, running on the CPU", file=sys.stderr)
-        return "cpu"
-    return requested
 
 
 def _subjects(flag: str | None, default: tuple[str, ...], what: str) -> list[str]:

@@ -20,8 +20,10 @@ import torch
 from models import PTalker
 
 from .audio import SAMPLE_RATE, load_audio
+from .device import pick_device
 from .errors import UserError
 from .fileio import atomic_folder, atomic_path
+from .layout import load_vertices
 
 AUDIO_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac")
 MIN_SAMPLES = 400        # the speech models' convolutional front end spans 25 ms at 16 kHz
@@ -102,14 +104,8 @@ class Animator:
         if not self.model.config.use_style:
             raise UserError(f"checkpoint {self.path} has no style encoders (trained without them): "
                             f"it cannot take its style from a reference motion")
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"reference motion file not found: {path}")
-        try:
-            array = np.load(path)
-        except Exception as exc:  # numpy raises several types for malformed files
-            raise UserError(f"cannot read reference motion {path}: {exc}") from exc
-        return as_frames(array, self.num_vertices, f"reference motion {path}")
+        motion = np.array(load_vertices(path, "reference motion"))   # read: a writable copy, not the file's map
+        return as_frames(motion, self.num_vertices, f"reference motion {path}")
 
     @staticmethod
     def retarget(motion: np.ndarray, source: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -288,8 +284,6 @@ def run_demo(args, bundled_model: Path, bundled_wav: Path) -> list[ClipOutputs]:
 
     Every audio file is decoded before the model loads: a bad file in a folder stops the run before
     anything is written. Outputs of one clip appear together or not at all."""
-    from .experiment import pick_device
-
     if args.wav_path is None and args.checkpoint is None and args.dataset is None and args.model_name is None:
         missing = [str(p) for p in (bundled_model, bundled_wav) if not p.is_file()]
         if missing:

@@ -30,9 +30,8 @@ import numpy as np
 from .datasets import DatasetPreset
 from .errors import UserError
 from .fileio import atomic_path
+from .layout import load_vertices, result_stem, split_result_stem, subject_of
 from .mesh import load_templates
-
-CONDITION_SEP = "_condition_"
 
 
 # ----------------------------------------------------------------------------- per-sequence metrics
@@ -269,7 +268,7 @@ class Scores:
     @property
     def own_condition(self) -> Aggregate | None:
         """Sequences scored under their own speaker's condition, when other conditions were scored too."""
-        own = [r for r in self.rows if r.condition and r.condition == split_result_name(r.name)[1]]
+        own = [r for r in self.rows if r.condition and r.condition == subject_of(r.name)]
         return aggregate(own) if own and len(own) < len(self.rows) else None
 
     def own_condition_ranking(self) -> tuple[int, int]:
@@ -280,7 +279,7 @@ class Scores:
             by_name.setdefault(row.name, []).append(row)
         best = total = 0
         for name, rows in by_name.items():
-            speaker = split_result_name(name)[1]
+            speaker = subject_of(name)
             own = [r for r in rows if r.condition == speaker]
             if len(rows) > 1 and own:
                 total += 1
@@ -310,34 +309,9 @@ def score_sequence(name: str, condition: str, pred, gt, template, masks: RegionM
         mve=float(mean_vertex_error(pred_t, gt_t).mean()))
 
 
-def split_result_name(stem: str) -> tuple[str, str, str]:
-    """`F2_e37_condition_F3` -> (name `F2_e37`, speaker `F2`, condition `F3`).
-
-    The condition subject may hold underscores, so the split is at the last `_condition_`; a stem
-    without it is the sequence name itself (condition ""). The speaker is the name minus its last
-    `_sentence` part.
-    """
-    name, sep, condition = stem.rpartition(CONDITION_SEP)
-    if not sep:
-        name, condition = stem, ""
-    speaker, sep, _ = name.rpartition("_")
-    if not sep or not speaker:
-        raise UserError(f"cannot tell the speaker from result file {stem}.npy: expected "
-                        f"<speaker>_<sentence>[_condition_<subject>].npy")
-    return name, speaker, condition
-
-
-def _load_vertices(path: Path, what: str, stride: int = 1) -> np.ndarray:
-    """A (frames, V*3) or (frames, V, 3) .npy -> every `stride`-th frame as (T, V, 3) float64."""
-    try:
-        raw = np.load(path, mmap_mode="r", allow_pickle=False)
-    except Exception as exc:  # numpy raises several types for corrupt or pickled files
-        raise UserError(f"cannot read {what} {path}: {exc}") from exc
-    if not (raw.ndim == 2 and raw.shape[1] % 3 == 0) and not (raw.ndim == 3 and raw.shape[2] == 3):
-        raise UserError(f"{what} {path} has shape {raw.shape}; expected (frames, V*3) or (frames, V, 3)")
-    vertices = _as_frames(raw[::stride])
-    if len(vertices) == 0:
-        raise UserError(f"{what} {path} holds no frames")
+def _read_frames(path: Path, what: str, stride: int = 1) -> np.ndarray:
+    """A vertex file -> every `stride`-th frame as (T, V, 3) float64, all values finite."""
+    vertices = _as_frames(load_vertices(path, what)[::stride])
     if not np.isfinite(vertices).all():
         raise UserError(f"{what} {path} holds non-finite values")
     return vertices
@@ -364,15 +338,19 @@ def score_result_folder(dataset_dir: str | os.PathLike, result_dir: str | os.Pat
     gt_dir = dataset_dir / vertices_dir
     rows, static = [], {}
     for file in files:
-        name, speaker, condition = split_result_name(file.stem)
+        name, condition = split_result_stem(file.stem)
+        speaker = subject_of(name)
+        if not speaker or speaker == name:
+            raise UserError(f"cannot tell the speaker from result file {file.name}: expected "
+                            f"<speaker>_<sentence>[_condition_<subject>].npy")
         gt_path = gt_dir / f"{name}.npy"
         if not gt_path.is_file():
             raise UserError(f"no ground truth for {file.name}: {gt_path} is missing")
         if speaker not in templates:
             raise UserError(f"no template for speaker {speaker!r} (from {file.name}) in "
                             f"{dataset_dir / templates_file}")
-        gt = _load_vertices(gt_path, "ground truth", capture_stride)
-        pred = _load_vertices(file, "prediction")
+        gt = _read_frames(gt_path, "ground truth", capture_stride)
+        pred = _read_frames(file, "prediction")
         template = templates[speaker]
         if pred.shape[1] != gt.shape[1]:
             raise UserError(f"prediction {file} has {pred.shape[1]} vertices per frame but its ground "
@@ -473,8 +451,7 @@ def format_table(scores: Scores, units: Units, per_sequence: bool = False) -> st
     short = scores.shortened
     if short:
         shown = 5  # the CSV has them all (frames < gt_frames)
-        listed = ", ".join(f"{r.name}{CONDITION_SEP}{r.condition}" if r.condition else r.name
-                           for r in short[:shown])
+        listed = ", ".join(result_stem(r.name, r.condition) for r in short[:shown])
         more = f" and {len(short) - shown} more" if len(short) > shown else ""
         lines.append(f"{len(short)} prediction(s) shorter than the ground truth, scored on their own "
                      f"length: {listed}{more}")

@@ -24,6 +24,7 @@ import numpy as np
 
 from .errors import UserError
 from .fileio import atomic_path, save_npy, save_pickle, save_wav
+from .layout import load_vertices
 from .mesh import load_templates, read_mesh, surface_area, write_mesh
 
 VOCASET_SOURCE = "the VOCASET training data download (voca.is.tue.mpg.de, registration required)"
@@ -106,15 +107,7 @@ def _load_pickle(path: Path, what: str):
 def open_vertex_array(path: Path) -> np.ndarray:
     """data_verts.npy memory-mapped (it is ~7.4 GB) -> (rows, V, 3) view, nothing read yet."""
     require_file(path, "vertex array", VOCASET_SOURCE)
-    try:
-        verts = np.load(path, mmap_mode="r")
-    except Exception as exc:
-        raise UserError(f"cannot read {path}: {exc.__class__.__name__}: {exc}") from exc
-    if verts.ndim == 2 and verts.shape[1] % 3 == 0:
-        verts = verts.reshape(verts.shape[0], -1, 3)
-    if verts.ndim != 3 or verts.shape[2] != 3 or verts.shape[0] == 0:
-        raise UserError(f"{path} has shape {verts.shape}, expected (frames, vertices, 3)")
-    return verts
+    return load_vertices(path, "vertex array")
 
 
 def read_raw_audio(path: Path) -> dict[tuple[str, str], tuple[np.ndarray, int]]:

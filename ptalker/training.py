@@ -24,13 +24,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from data_loader import LengthBatchSampler, TalkingFaceDataset, collate
 from models import PTalker
 from models.losses import compute_losses
 
 from .checkpoint import read_checkpoint, save_checkpoint
+from .data import LengthBatchSampler, TalkingFaceDataset, collate
 from .errors import UserError
 from .fileio import atomic_path, save_npy
+from .layout import result_stem
 from .metrics import lip_vertex_error
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -593,7 +594,7 @@ def write_test_predictions(model: PTalker, test_set: TalkingFaceDataset, train_s
         frames = len(item["vertices"])
         pred = model.generate(item["audio"][None].to(device), item["template"][None].to(device),
                               one_hot(torch.tensor([c]), len(train_subjects)).to(device), frames=frames)
-        path = result_dir / f"{item['name']}_condition_{train_subjects[c]}.npy"
+        path = result_dir / f"{result_stem(item['name'], train_subjects[c])}.npy"
         save_npy(path, pred[0].cpu().numpy().astype(np.float32))
         written.append(path)
     return written

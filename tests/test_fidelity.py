@@ -12,10 +12,11 @@ import soundfile
 import torch
 
 from conftest import ROOT, shared_file
-from data_loader import Sequence, TalkingFaceDataset
 from models import PTalker
 from models.audio import load_speech_model
 from models.losses import compute_losses, info_nce, topk_contrast
+from ptalker.data import Sequence, TalkingFaceDataset
+from ptalker.layout import split_result_stem, subject_of
 from ptalker.mesh import load_templates, mesh_edges, read_mesh
 from ptalker.metrics import _read_ids_text, lip_vertex_error
 from synthetic import tiny_mesh, write_dataset
@@ -177,9 +178,10 @@ def test_default_weights_train_below_the_static_template_on_the_flame_topology(t
     templates = load_templates(root / "templates.pkl")
     predicted, static = [], []
     for path in sorted((root / "result").glob("*.npy")):
-        gt = np.load(root / "vertices_npy" / f"{path.stem.split('_condition_')[0]}.npy")
+        name, _ = split_result_stem(path.stem)
+        gt = np.load(root / "vertices_npy" / f"{name}.npy")
         predicted.append(lip_vertex_error(np.load(path), gt, lips))
-        static.append(lip_vertex_error(np.repeat(templates[path.stem[:2]].reshape(1, -1), len(gt), 0), gt, lips))
+        static.append(lip_vertex_error(np.repeat(templates[subject_of(name)].reshape(1, -1), len(gt), 0), gt, lips))
     assert len(predicted) == 3
     ratio = np.concatenate(predicted).mean() / np.concatenate(static).mean()
     assert ratio < 0.5, ratio
@@ -194,3 +196,16 @@ def test_dataset_check_lists_clips_whose_speech_and_capture_lengths_differ(tmp_p
     report = check_dataset(root, fps=25)
     assert [m.split(":")[0] for m in report.length_mismatches] == ["F2_sentence02"]
     assert report.ok and "F2_sentence02: speech 1.20 s = 30.0 frames, capture 25 frames" in format_report(report)
+
+
+def test_a_checkpoint_of_the_earlier_network_is_refused_in_one_line(tmp_path):
+    from ptalker.checkpoint import read_checkpoint
+    from ptalker.errors import UserError
+
+    torch.save({"format": "ptalker-checkpoint-1", "config": {}}, tmp_path / "old.pth")
+    try:
+        read_checkpoint(tmp_path / "old.pth")
+    except UserError as exc:
+        assert "earlier version" in str(exc) and "\n" not in str(exc)
+    else:
+        raise AssertionError("an earlier checkpoint was accepted")

@@ -15,7 +15,7 @@ from ptalker.datasets import VOCASET, resolve_dataset
 from ptalker.errors import UserError
 from ptalker.metrics import (RegionMasks, Scores, SequenceScore, Units, dataset_regions, format_table,
                              lip_vertex_error, mean_vertex_error, metric_units, report,
-                             score_result_folder, split_result_name, upper_face_dynamics,
+                             score_result_folder, upper_face_dynamics,
                              upper_face_dynamics_deviation, write_csv)
 
 
@@ -203,14 +203,6 @@ def test_own_condition_ranking():
     assert Scores.from_rows([row("A_s01", "A", 1.0)]).own_condition is None         # nothing to compare
 
 
-def test_split_result_name():
-    assert split_result_name("FaceTalk_170809_00138_TA_sentence21_condition_FaceTalk_170728_03272_TA") == (
-        "FaceTalk_170809_00138_TA_sentence21", "FaceTalk_170809_00138_TA", "FaceTalk_170728_03272_TA")
-    assert split_result_name("F2_e37") == ("F2_e37", "F2", "")
-    with pytest.raises(UserError, match="speaker"):
-        split_result_name("nosentence")
-
-
 def test_score_result_folder(tmp_path):
     templates, gt, preds = _toy_dataset(tmp_path)
     masks = dataset_regions(resolve_dataset(tmp_path))
@@ -269,6 +261,10 @@ def test_score_result_folder_user_errors(tmp_path):
     with pytest.raises(UserError, match=r"no ground truth for S9_s01\.npy"):
         score_result_folder(tmp_path, result, masks, capture_stride=2)
     (result / "S9_s01.npy").unlink()
+    np.save(result / "nosentence_condition_S2.npy", np.zeros((3, V * 3)))
+    with pytest.raises(UserError, match=r"cannot tell the speaker from result file nosentence_condition_S2\.npy"):
+        score_result_folder(tmp_path, result, masks, capture_stride=2)
+    (result / "nosentence_condition_S2.npy").unlink()
     with pytest.raises(UserError, match="vertex id 4 but the meshes have 4"):
         score_result_folder(tmp_path, result, RegionMasks(np.array([0, 4]), masks.upper_face), 2)
     with pytest.raises(UserError, match="result folder not found"):

@@ -422,7 +422,7 @@ def test_check_dataset_lists_every_problem(tmp_path):
     dataset = build_prepared_biwi(tmp_path, subjects=("F2",), sentences=(1, 2, 3, 4), frames=4)
     (dataset / "vertices_npy" / "F2_e01.npy").unlink()
     (dataset / "wav" / "F2_e02.wav").unlink()
-    np.save(dataset / "vertices_npy" / "F2_e03.npy", np.zeros((4, 5), np.float32))
+    np.save(dataset / "vertices_npy" / "F2_e03.npy", np.zeros((4, 6), np.float32))
     (dataset / "vertices_npy" / "F2_e04.npy").write_bytes(b"garbage")
     (dataset / "templates" / "BIWI.ply").unlink()
     (dataset / "vertices_npy" / ".F2_e05.npy.123.tmp.npy").write_bytes(b"unfinished write")
@@ -431,7 +431,7 @@ def test_check_dataset_lists_every_problem(tmp_path):
     assert len(report.problems) == 5, text
     assert "F2_e01.wav has no vertices file" in text
     assert "F2_e02.npy has no audio file" in text
-    assert "F2_e03.npy has 5 values per frame, the templates need 48" in text
+    assert "F2_e03.npy has 6 values per frame, the templates need 48" in text
     assert "cannot read" in text and "F2_e04.npy" in text
     assert "no topology mesh" in text
     assert "5 problems:" in format_report(report)
@@ -439,7 +439,7 @@ def test_check_dataset_lists_every_problem(tmp_path):
     (dataset / "templates.pkl").unlink()
     report = check_dataset(dataset, vertice_dim=70110)
     assert any("templates.pkl is missing" in p for p in report.problems)
-    assert any("F2_e03.npy has 5 values per frame" in p for p in report.problems)
+    assert any("F2_e03.npy has 6 values per frame" in p for p in report.problems)
     assert check_dataset(tmp_path / "nowhere").problems == [f"dataset folder not found: {tmp_path / 'nowhere'}"]
 
 

@@ -142,6 +142,31 @@ def test_lip_opening_follows_vowels(face):
     assert np.corrcoef(gap[scored], label[scored] > 0)[0, 1] > 0.5
 
 
+@needs_espeak
+def test_breath_noise_ignores_the_process_rand_state():
+    """Issue 18: the breathy variants draw their noise from the C library's rand(), global to the
+    process; libpulse draws 12 numbers from it in the first process after a fresh boot."""
+    import ctypes
+
+    from SynthTalk.corpus import _synthesizer
+    from SynthTalk.speech import Voice
+
+    synthesizer, text, breathy = _synthesizer(), "Bob bought a map.", Voice("en+f2")
+    before = synthesizer.speak(text, breathy).audio
+    libc = ctypes.CDLL(None)
+    for _ in range(12):   # what libpulse does when it names its runtime folder
+        libc.rand()
+    assert np.array_equal(synthesizer.speak(text, breathy).audio, before)
+    # the noise start decides it: another start, the same length, other breath noise
+    corpus_start = synthesizer.noise_start
+    try:
+        synthesizer.noise_start = 0
+        other = synthesizer.speak(text, breathy).audio
+    finally:
+        synthesizer.noise_start = corpus_start
+    assert len(other) == len(before) and not np.array_equal(other, before)
+
+
 def _layout_ok(out: Path, names: list[str]) -> dict[str, np.ndarray]:
     from ptalker.mesh import load_templates, read_mesh
 

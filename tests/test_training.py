@@ -17,11 +17,12 @@ import pytest
 import torch
 
 from conftest import ROOT
-from data_loader import LengthBatchSampler, TalkingFaceDataset, collate, load_splits, parse_sentences, sentence_of
 from models.config import PTalkerConfig
 from ptalker.checkpoint import build_model, read_checkpoint
+from ptalker.data import LengthBatchSampler, TalkingFaceDataset, collate, load_splits, parse_sentences
 from ptalker.datasets import resolve_dataset
 from ptalker.errors import UserError
+from ptalker.layout import sentence_of
 from ptalker.mesh import load_templates, read_mesh
 from ptalker.metrics import lip_vertex_error
 from ptalker.training import (TrainSettings, TrainStep, WeightAverage, batch_losses, lr_factor, one_hot, train,
