@@ -1,4 +1,4 @@
-"""Training throughput by batch size: sequences/s and frames/s of ptalker.training.train on
+"""Training throughput by batch size: sequences/s and frames/s of ptalker.trainer.train on
 equal-length clips, with ratios to batch size 1.
 
     python benchmarks/bench_training.py [--batch_sizes 1 4 8 16] [--seconds 3] [--sequences 32]
@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from models import PTalker, PTalkerConfig  # noqa: E402
 from ptalker.data import Sequence, TalkingFaceDataset  # noqa: E402
 from ptalker.mesh import mesh_edges  # noqa: E402
-from ptalker.training import TrainSettings, train  # noqa: E402
+from ptalker.trainer import TrainSettings, train  # noqa: E402
 
 FPS = 30
 SUBJECTS = ["S1", "S2", "S3", "S4"]

@@ -26,13 +26,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from models import PTalkerConfig  # noqa: E402
+from ptalker.augmentation import TrainStep  # noqa: E402
+from ptalker.batches import to_device  # noqa: E402
 from ptalker.checkpoint import build_model  # noqa: E402
 from ptalker.data import TalkingFaceDataset, collate, load_splits  # noqa: E402
 from ptalker.datasets import resolve_dataset  # noqa: E402
 from ptalker.mesh import read_mesh  # noqa: E402
 from ptalker.metrics import _read_ids_text  # noqa: E402
 from ptalker.scratch_speech import save_scratch_speech_model  # noqa: E402
-from ptalker.training import TrainStep, to_device  # noqa: E402
 from synthetic import write_dataset  # noqa: E402
 
 SUBJECTS = ["S1", "S2", "S3", "S4"]

@@ -2,6 +2,8 @@
 and the motion content / motion style encoders."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -121,6 +123,20 @@ class MotionEncoder(nn.Module):
         return self.down(x)
 
 
+@dataclass
+class ClipSummaries:
+    """Clip-level summaries projected to width F for InfoNCE, one row per clip."""
+    audio_content: torch.Tensor            # (B, F)
+    audio_style: torch.Tensor              # (B, F)
+    motion_content: torch.Tensor           # (B, F)
+    motion_style: torch.Tensor             # (B, F)
+    negatives: torch.Tensor | None = None  # (4, K, F) earlier clips' summaries, in the order above
+
+    def stacked(self) -> torch.Tensor:
+        """(4, B, F), in the order of the fields."""
+        return torch.stack([self.audio_content, self.audio_style, self.motion_content, self.motion_style])
+
+
 class ClipHeads(nn.Module):
     """Clip-level content and style summaries projected to one width F for InfoNCE, and a queue of
     recent clips' summaries that gives negatives from other clips when the batch holds one.
@@ -138,15 +154,14 @@ class ClipHeads(nn.Module):
         self.register_buffer("queued", torch.zeros((), dtype=torch.long))
 
     def forward(self, audio_content: torch.Tensor, audio_style: torch.Tensor, motion_content: torch.Tensor,
-                motion_style: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-clip means (B, F), (B, style_dim), (B, F), (B, F) -> projections (B, F) each, and
-        `negatives` (4, K, F): the queue before this batch (training only). Training pushes the batch."""
-        out = {"audio_content": self.audio_content(audio_content), "audio_style": self.audio_style(audio_style),
-               "motion_content": self.motion_content(motion_content),
-               "motion_style": self.motion_style(motion_style)}
+                motion_style: torch.Tensor) -> ClipSummaries:
+        """Per-clip means (B, F), (B, style_dim), (B, F), (B, F) -> their projections, with the queue
+        before this batch as `negatives` (training only). Training pushes the batch into the queue."""
+        out = ClipSummaries(self.audio_content(audio_content), self.audio_style(audio_style),
+                            self.motion_content(motion_content), self.motion_style(motion_style))
         if self.training and self.queue.shape[1]:
-            fresh = torch.stack(list(out.values())).detach()[:, -self.queue.shape[1]:]   # (4, B', F)
-            out["negatives"] = self.queue[:, : int(min(self.queued, self.queue.shape[1]))].clone()
+            fresh = out.stacked().detach()[:, -self.queue.shape[1]:]                  # (4, B', F)
+            out.negatives = self.queue[:, : int(min(self.queued, self.queue.shape[1]))].clone()
             self.queue.copy_(torch.cat([fresh, self.queue], dim=1)[:, : self.queue.shape[1]])
             self.queued += fresh.shape[1]
         return out

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import PTalkerConfig
+from .ptalker import PTalkerOutput
 
 
 def _per_clip(lengths: torch.Tensor | None, batch: int, frames: int) -> list[int]:
@@ -93,13 +94,13 @@ def gaussian_kl(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-5) -> torch.Te
     return 0.5 * (torch.log(var_b / var_a) + (var_a + (mu_a - mu_b) ** 2) / var_b - 1).sum()
 
 
-def compute_losses(out: dict, target: torch.Tensor, config: PTalkerConfig, subject_ids: torch.Tensor | None,
+def compute_losses(out: PTalkerOutput, target: torch.Tensor, config: PTalkerConfig, subject_ids: torch.Tensor | None,
                    lip_ids: torch.Tensor | None, frame_lengths: torch.Tensor | None = None,
                    contrast_scale: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """out: PTalker.forward's dict; target (B, T, V*3); subject_ids (B,) speaker index or -1 when
+    """out: PTalker.forward's output; target (B, T, V*3); subject_ids (B,) speaker index or -1 when
     not a training speaker; lip_ids (L,) vertex ids. Returns every term, `reconstruction` (the
     weighted rec + mouth + vel: what validation scores) and `total`."""
-    w, pred = config.losses, out["vertices"]
+    w, pred = config.losses, out.vertices
     B, T, _ = pred.shape
     lengths = _per_clip(frame_lengths, B, T)
     unit = config.motion_scale ** 2   # mesh units^2 -> the network's motion unit
@@ -110,21 +111,20 @@ def compute_losses(out: dict, target: torch.Tensor, config: PTalkerConfig, subje
     if w.vel and T > 1:
         terms["vel"] = masked_mse(velocity(pred), velocity(target), [max(t - 1, 1) for t in lengths]) / unit
     r = config.audio_frames_per_frame
-    audio = [out["audio_content"][i, : r * t] for i, t in enumerate(lengths)]
-    motion = [out["motion_content"][i, :t] for i, t in enumerate(lengths)]
+    audio = [out.audio_content[i, : r * t] for i, t in enumerate(lengths)]
+    motion = [out.motion_content[i, :t] for i, t in enumerate(lengths)]
     if config.use_style and w.contrastive:
-        a_style = [out["audio_frame_styles"][i, : r * t] for i, t in enumerate(lengths)]
-        m_style = [out["motion_style"][i, :t] for i, t in enumerate(lengths)]
+        a_style = [out.audio_frame_styles[i, : r * t] for i, t in enumerate(lengths)]
+        m_style = [out.motion_style[i, :t] for i, t in enumerate(lengths)]
         terms["orth_audio"] = torch.stack([orthogonality(c, s) for c, s in zip(audio, a_style)]).mean()
         terms["orth_motion"] = torch.stack([orthogonality(c, s) for c, s in zip(motion, m_style)]).mean()
-        clips = out["clips"]
-        queued = clips.get("negatives")
-        negatives = (lambda i: queued[i]) if queued is not None else (lambda i: None)   # noqa: E731
-        terms["infonce_audio"] = info_nce(clips["audio_content"], clips["audio_style"], negatives(0), negatives(1))
-        terms["infonce_motion"] = info_nce(clips["motion_content"], clips["motion_style"], negatives(2), negatives(3))
+        clips = out.clips
+        queued = [None] * 4 if clips.negatives is None else clips.negatives
+        terms["infonce_audio"] = info_nce(clips.audio_content, clips.audio_style, queued[0], queued[1])
+        terms["infonce_motion"] = info_nce(clips.motion_content, clips.motion_style, queued[2], queued[3])
         if subject_ids is not None and (subject_ids >= 0).any():
             known = subject_ids >= 0
-            terms["adv"] = F.cross_entropy(out["speaker_logits"][known], subject_ids[known])
+            terms["adv"] = F.cross_entropy(out.speaker_logits[known], subject_ids[known])
     if config.use_feature_alignment and w.contrastive:
         per_frame = [a.view(a.shape[0] // r, r, -1).mean(1) for a in audio]   # audio steps -> frames
         terms["topk"] = torch.stack([topk_contrast(a, m, contrast_scale, config.topk_ratio)

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
 from .audio import SAMPLE_RATE, SpeechEncoder
 from .config import PTalkerConfig
-from .encoders import AudioStyleEncoder, ClipHeads, IdentityStyleEncoder, MotionEncoder, SpatialEncoder
+from .encoders import AudioStyleEncoder, ClipHeads, ClipSummaries, IdentityStyleEncoder, MotionEncoder, SpatialEncoder
 from .layers import PeriodicPositionalEncoding, TransformerBlock, causal_mean, reverse_gradient
 
 
@@ -42,11 +42,24 @@ class AudioContext:
     memory_kv: list                     # per decoder layer: keys, values (B, H, rT, F/H)
 
 
+@dataclass
+class PTalkerOutput:
+    """A teacher-forced pass: the prediction and the features the losses read (style ones None
+    without the style encoders)."""
+    vertices: torch.Tensor                          # (B, T, V*3) absolute positions
+    audio_content: torch.Tensor                     # (B, rT, F)
+    motion_content: torch.Tensor                    # (B, T, F)
+    audio_frame_styles: torch.Tensor | None = None  # (B, rT, style_dim)
+    motion_style: torch.Tensor | None = None        # (B, T, F) per-frame motion style
+    speaker_logits: torch.Tensor | None = None      # (B, n_subjects) adversary on the audio content
+    clips: ClipSummaries | None = None              # clip-level summaries for InfoNCE
+
+
 class PTalker(nn.Module):
     def __init__(self, config: PTalkerConfig, speech_model: nn.Module, edges: torch.Tensor | None = None):
         super().__init__()
-        c = self.config = config
-        config.audio_hidden = speech_model.config.hidden_size
+        # the speech model decides the width; the caller's config is left as it was
+        c = self.config = replace(config, audio_hidden=speech_model.config.hidden_size)
         F_, r = c.feature_dim, c.audio_frames_per_frame
         if c.use_spatial and edges is None:
             raise ValueError("the spatial encoder needs the template mesh's edges")
@@ -134,10 +147,9 @@ class PTalker(nn.Module):
     def forward(self, audio: torch.Tensor, vertices: torch.Tensor, template: torch.Tensor,
                 one_hot: torch.Tensor | None, audio_lengths: torch.Tensor | None = None,
                 frame_lengths: torch.Tensor | None = None,
-                motion_style_only: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                motion_style_only: torch.Tensor | None = None) -> PTalkerOutput:
         """Teacher-forced pass. audio (B, S), vertices (B, T, V*3), template (B, V*3),
-        one_hot (B, n_subjects) or None -> dict with `vertices` (B, T, V*3) and the features the
-        losses use. `motion_style_only` (B,) bool: clips decoded without the audio style, their
+        one_hot (B, n_subjects) or None -> the prediction and the features the losses use. `motion_style_only` (B,) bool: clips decoded without the audio style, their
         style coming from the motion alone (as in generation from a reference clip)."""
         B, T, _ = vertices.shape
         ctx = self.encode_audio(audio, T, audio_lengths, frame_lengths)
@@ -146,16 +158,15 @@ class PTalker(nn.Module):
         offsets = vertices - template.unsqueeze(1)
         motion = torch.cat([self.start.expand(B, 1, -1), self.embed_motion(offsets[:, :-1])], dim=1)
         predicted, content, style_frames = self._decode(motion, ctx, self._identity(one_hot))
-        out = {"vertices": predicted + template.unsqueeze(1), "audio_content": ctx.content,
-               "motion_content": content}
+        out = PTalkerOutput(predicted + template.unsqueeze(1), ctx.content, content)
         if self.config.use_style:
             lengths = [T] * B if frame_lengths is None else frame_lengths.tolist()
             means = lambda x, r: torch.stack([x[i, : r * t].mean(0) for i, t in enumerate(lengths)])  # noqa: E731
             r = self.config.audio_frames_per_frame
-            out.update(audio_frame_styles=ctx.frame_styles, motion_style=style_frames,
-                       speaker_logits=self.speaker_classifier(reverse_gradient(means(ctx.content, r))),
-                       clips=self.clip_heads(means(ctx.content, r), means(ctx.frame_styles, r),
-                                             means(content, 1), means(style_frames, 1)))
+            out.audio_frame_styles, out.motion_style = ctx.frame_styles, style_frames
+            out.speaker_logits = self.speaker_classifier(reverse_gradient(means(ctx.content, r)))
+            out.clips = self.clip_heads(means(ctx.content, r), means(ctx.frame_styles, r),
+                                        means(content, 1), means(style_frames, 1))
         return out
 
     # ------------------------------------------------------------------ inference

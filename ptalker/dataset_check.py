@@ -67,12 +67,40 @@ def check_dataset(dataset_dir: str | os.PathLike, vertice_dim: int | None = None
     `report.length_mismatches` every clip whose speech and capture differ by more than one frame."""
     root = Path(dataset_dir)
     report = DatasetReport(dataset_dir=root)
-    problems = report.problems
     if not root.is_dir():
-        problems.append(f"dataset folder not found: {root}")
+        report.problems.append(f"dataset folder not found: {root}")
         return report
-
     templates_path = root / template_file
+    templates, width = _check_templates(report, templates_path, vertice_dim)
+    _check_topology(report, root / "templates")
+    wav_dir, npy_dir = root / wav_path, root / vertices_path
+    wavs, npys = _paired_files(report, wav_dir, npy_dir)
+    missing_template = set()
+    for stem in sorted(set(wavs) & set(npys)):
+        clip = _read_clip(report.problems, wavs[stem], npys[stem], width)
+        if clip is None:
+            continue
+        captured, seconds = clip
+        subject = subject_of(stem)
+        if templates and subject not in templates and subject not in missing_template:
+            missing_template.add(subject)
+            report.problems.append(f"subject {subject!r} has sequences but no template in {templates_path}")
+        report.sequences[subject] = report.sequences.get(subject, 0) + 1
+        report.frames += captured
+        report.audio_seconds += seconds
+        frames = -(-captured // capture_stride)
+        if fps is not None and abs(seconds * fps - frames) > 1:
+            report.length_mismatches.append(f"{stem}: speech {seconds:.2f} s = {seconds * fps:.1f} frames, "
+                                            f"capture {frames} frames")
+    if not wavs and not npys and wav_dir.is_dir() and npy_dir.is_dir():
+        report.problems.append(f"no sequences in {wav_dir} and {npy_dir}")
+    return report
+
+
+def _check_templates(report: DatasetReport, templates_path: Path, vertice_dim: int | None) -> tuple[dict, int | None]:
+    """The subject templates (none when unreadable), their subjects and vertex count into `report`
+    -> (templates, values per frame that every clip must have: vertice_dim, else the templates')."""
+    problems = report.problems
     templates = {}
     if not templates_path.is_file():
         problems.append(f"{templates_path} is missing")
@@ -91,64 +119,60 @@ def check_dataset(dataset_dir: str | os.PathLike, vertice_dim: int | None = None
     if vertice_dim is not None and width is not None and width != vertice_dim:
         problems.append(f"{templates_path}: templates have {report.template_vertices} vertices "
                         f"({width} values), but vertice_dim is {vertice_dim}")
-    width = vertice_dim or width
+    return templates, vertice_dim or width
 
-    topology_dir = root / "templates"
+
+def _check_topology(report: DatasetReport, topology_dir: Path) -> None:
+    """The first topology mesh `templates/*.ply`: its vertex and face counts into `report`; it must
+    have as many vertices as the templates."""
+    problems = report.problems
     meshes = sorted(p for p in topology_dir.glob("*.ply") if not p.name.startswith(".")) \
         if topology_dir.is_dir() else []
     if not meshes:
         problems.append(f"no topology mesh {topology_dir}/*.ply")
-    else:
-        report.topology_mesh = meshes[0]
-        try:
-            verts, faces = read_mesh(meshes[0])
-            report.topology_vertices, report.topology_faces = len(verts), len(faces)
-            if report.template_vertices and len(verts) != report.template_vertices:
-                problems.append(f"{meshes[0]} has {len(verts)} vertices, the templates have "
-                                f"{report.template_vertices}")
-        except UserError as exc:
-            problems.append(str(exc))
+        return
+    report.topology_mesh = meshes[0]
+    try:
+        verts, faces = read_mesh(meshes[0])
+        report.topology_vertices, report.topology_faces = len(verts), len(faces)
+        if report.template_vertices and len(verts) != report.template_vertices:
+            problems.append(f"{meshes[0]} has {len(verts)} vertices, the templates have "
+                            f"{report.template_vertices}")
+    except UserError as exc:
+        problems.append(str(exc))
 
-    wav_dir, npy_dir = root / wav_path, root / vertices_path
+
+def _paired_files(report: DatasetReport, wav_dir: Path, npy_dir: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """(stem -> wav, stem -> npy); a missing folder and a file without its partner are problems."""
     for folder in (wav_dir, npy_dir):
         if not folder.is_dir():
-            problems.append(f"folder {folder} is missing")
+            report.problems.append(f"folder {folder} is missing")
     wavs, npys = _visible(wav_dir, ".wav"), _visible(npy_dir, ".npy")
     for stem in sorted(set(wavs) - set(npys)):
-        problems.append(f"{wavs[stem]} has no vertices file {npy_dir / (stem + '.npy')}")
+        report.problems.append(f"{wavs[stem]} has no vertices file {npy_dir / (stem + '.npy')}")
     for stem in sorted(set(npys) - set(wavs)):
-        problems.append(f"{npys[stem]} has no audio file {wav_dir / (stem + '.wav')}")
+        report.problems.append(f"{npys[stem]} has no audio file {wav_dir / (stem + '.wav')}")
+    return wavs, npys
 
-    missing_template = set()
-    for stem in sorted(set(wavs) & set(npys)):
-        try:
-            vertices = load_vertices(npys[stem])
-        except UserError as exc:
-            problems.append(str(exc))
-            continue
-        try:
-            seconds = _wav_seconds(wavs[stem])
-        except Exception as exc:  # soundfile raises its own and OS error types
-            problems.append(f"cannot read {wavs[stem]}: {exc}")
-            continue
-        values = vertices.shape[1] * 3
-        if width is not None and values != width:
-            problems.append(f"{npys[stem]} has {values} values per frame, the templates need {width}")
-            continue
-        subject = subject_of(stem)
-        if templates and subject not in templates and subject not in missing_template:
-            missing_template.add(subject)
-            problems.append(f"subject {subject!r} has sequences but no template in {templates_path}")
-        report.sequences[subject] = report.sequences.get(subject, 0) + 1
-        report.frames += len(vertices)
-        report.audio_seconds += seconds
-        frames = -(-len(vertices) // capture_stride)
-        if fps is not None and abs(seconds * fps - frames) > 1:
-            report.length_mismatches.append(f"{stem}: speech {seconds:.2f} s = {seconds * fps:.1f} frames, "
-                                            f"capture {frames} frames")
-    if not wavs and not npys and wav_dir.is_dir() and npy_dir.is_dir():
-        problems.append(f"no sequences in {wav_dir} and {npy_dir}")
-    return report
+
+def _read_clip(problems: list[str], wav: Path, npy: Path, width: int | None) -> tuple[int, float] | None:
+    """(captured frames, speech seconds) of one clip from the files' headers; None, and a problem
+    listed, when a file is unreadable or the motion has the wrong width."""
+    try:
+        vertices = load_vertices(npy)
+    except UserError as exc:
+        problems.append(str(exc))
+        return None
+    try:
+        seconds = _wav_seconds(wav)
+    except Exception as exc:  # soundfile raises its own and OS error types
+        problems.append(f"cannot read {wav}: {exc}")
+        return None
+    values = vertices.shape[1] * 3
+    if width is not None and values != width:
+        problems.append(f"{npy} has {values} values per frame, the templates need {width}")
+        return None
+    return len(vertices), seconds
 
 
 def format_report(report: DatasetReport) -> str:

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from models.config import PTalkerConfig
@@ -12,10 +14,12 @@ from .checkpoint import build_model, load_checkpoint
 from .data import TalkingFaceDataset, load_splits, parse_sentences
 from .datasets import DatasetPreset, resolve_dataset
 from .device import pick_device
+from .distributed import Parallel, start_parallel, stop_parallel
 from .errors import UserError
 from .mesh import find_template_mesh, load_templates, read_mesh
 from .metrics import RegionMasks, dataset_regions, report, score_result_folder, write_csv
-from .training import Parallel, TrainSettings, start_parallel, stop_parallel, train, write_test_predictions
+from .prediction import write_test_predictions
+from .trainer import TrainSettings, train
 
 
 def _subjects(flag: str | None, default: tuple[str, ...], what: str) -> list[str]:
@@ -62,17 +66,45 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace, parallel: Parallel, device: str) -> None:
+    """Load the splits, train (unless --test_only), then on rank 0 test the best checkpoint."""
     preset = resolve_dataset(args.dataset)
+    vertice_dim, faces = _topology(preset, args.vertice_dim)
+    train_subjects = _subjects(args.train_subjects, preset.train_subjects, "train")
+    sets = _datasets(preset, args, vertice_dim, train_subjects, parallel)
+    masks = _regions(preset, args, vertice_dim // 3, parallel)
+    lip_ids = None if masks.lips is None else torch.as_tensor(masks.lips, dtype=torch.long)
+    settings = _train_settings(args, preset, device, parallel)
+    if not args.test_only:
+        config = _model_config(args, preset, vertice_dim, len(train_subjects), sets["train"].offset_rms())
+        _require_lip_region(config, masks)
+        torch.manual_seed(args.seed)
+        model = build_model(config, faces)
+        for dataset in sets.values():   # BIWI: captures longer than their speech are cut to it
+            dataset.speech_frames = model.speech_frames
+        meta = {"train_subjects": train_subjects, "faces": faces,
+                "templates": load_templates(preset.folder / args.template_file)}
+        train(model, sets["train"], sets["val"], lip_ids, settings, meta)
+    if parallel.main:
+        _test(args, preset, sets["test"], train_subjects, masks, settings.best_path, device)
+
+
+def _topology(preset: DatasetPreset, vertice_dim: int | None) -> tuple[int, np.ndarray]:
+    """(values per frame, mesh faces) of the dataset's template mesh; --vertice_dim must agree with it."""
     folder = preset.folder
     mesh_path = find_template_mesh(folder) if folder.is_dir() else None
     if mesh_path is None:
         raise UserError(f"dataset folder not found: {folder}")
     mesh_vertices, faces = read_mesh(mesh_path)
-    vertice_dim = args.vertice_dim or preset.vertice_dim or mesh_vertices.size
+    vertice_dim = vertice_dim or preset.vertice_dim or mesh_vertices.size
     if mesh_vertices.size != vertice_dim:
         raise UserError(f"template mesh {mesh_path} has {len(mesh_vertices)} vertices "
                         f"({mesh_vertices.size} values), but --vertice_dim is {vertice_dim}")
-    train_subjects = _subjects(args.train_subjects, preset.train_subjects, "train")
+    return vertice_dim, faces
+
+
+def _datasets(preset: DatasetPreset, args: argparse.Namespace, vertice_dim: int, train_subjects: list[str],
+              parallel: Parallel) -> dict[str, TalkingFaceDataset]:
+    """The train, val and test splits the flags (else the preset) name."""
     splits = {
         "train": (train_subjects, parse_sentences(args.train_sentences or preset.train_sentences)),
         "val": (_subjects(args.val_subjects, preset.val_subjects, "val"),
@@ -86,56 +118,57 @@ def _run(args: argparse.Namespace, parallel: Parallel, device: str) -> None:
     parallel.say("sequences: " + ", ".join(f"{k} {len(v)}" for k, v in data.items()))
     if not data["train"] and not args.test_only:
         raise UserError("the training split is empty: check --train_subjects and --train_sentences")
-    sets = {k: TalkingFaceDataset(v, preset.capture_stride) for k, v in data.items()}
-    masks = _regions(preset, args, vertice_dim // 3, parallel)
-    lip_ids = None if masks.lips is None else torch.as_tensor(masks.lips, dtype=torch.long)
-    save_dir, result_dir = folder / args.save_path, folder / args.result_path
+    return {k: TalkingFaceDataset(v, preset.capture_stride) for k, v in data.items()}
+
+
+def _train_settings(args: argparse.Namespace, preset: DatasetPreset, device: str, parallel: Parallel) -> TrainSettings:
+    save_dir = preset.folder / args.save_path
     name = args.model_name or preset.name.lower()
-    settings = TrainSettings(max_epoch=args.max_epoch, lr=args.lr, batch_size=args.batch_size,
-                             gradient_accumulation_steps=args.gradient_accumulation_steps, seed=args.seed,
-                             device=device, best_path=save_dir / f"{name}.pth",
-                             last_path=save_dir / f"{name}_last.pth", log_path=save_dir / f"{name}_log.csv",
-                             resume=args.resume, amp=_amp(args, device), grad_clip=args.grad_clip,
-                             lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
-                             num_workers=args.num_workers, identity_dropout=args.identity_dropout,
-                             self_feed=args.self_feed, audio_style_dropout=args.audio_style_dropout,
-                             val_metric=args.val_metric, ema=args.ema,
-                             parallel=parallel)
-    if not args.test_only:
-        config = PTalkerConfig(
-            vertice_dim=vertice_dim, feature_dim=args.feature_dim or preset.feature_dim,
-            period=args.period or preset.period, fps=args.fps or preset.fps, n_subjects=len(train_subjects),
-            audio_model=args.audio_model, audio_frames_per_frame=2 if preset.audio_alignment == "pairs" else 1,
-            decoder_layers=args.decoder_layers, motion_layers=args.motion_layers,
-            motion_conv_layers=args.motion_conv_layers, style_dim=args.style_dim, gat_dim=args.gat_dim,
-            gat_checkpoint=args.gat_checkpoint == "on", motion_scale=sets["train"].offset_rms(),
-        ).with_ablations(args.ablation)
-        try:
-            config = config.with_loss_weights(args.loss_weight)
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
-        _require_lip_region(config, masks)
-        torch.manual_seed(args.seed)
-        model = build_model(config, faces)
-        for dataset in sets.values():   # BIWI: captures longer than their speech are cut to it
-            dataset.speech_frames = model.speech_frames
-        meta = {"train_subjects": train_subjects, "faces": faces,
-                "templates": load_templates(folder / args.template_file)}
-        train(model, sets["train"], sets["val"], lip_ids, settings, meta)
-    if not parallel.main:
-        return
-    model, state = load_checkpoint(settings.best_path, device)
-    sets["test"].speech_frames = model.speech_frames
+    return TrainSettings(max_epoch=args.max_epoch, lr=args.lr, batch_size=args.batch_size,
+                         gradient_accumulation_steps=args.gradient_accumulation_steps, seed=args.seed,
+                         device=device, best_path=save_dir / f"{name}.pth",
+                         last_path=save_dir / f"{name}_last.pth", log_path=save_dir / f"{name}_log.csv",
+                         resume=args.resume, amp=_amp(args, device), grad_clip=args.grad_clip,
+                         lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
+                         num_workers=args.num_workers, identity_dropout=args.identity_dropout,
+                         self_feed=args.self_feed, audio_style_dropout=args.audio_style_dropout,
+                         val_metric=args.val_metric, ema=args.ema,
+                         parallel=parallel)
+
+
+def _model_config(args: argparse.Namespace, preset: DatasetPreset, vertice_dim: int, n_subjects: int,
+                  motion_scale: float) -> PTalkerConfig:
+    """The model's config from the flags, else the preset; a bad --loss_weight is a UserError."""
+    config = PTalkerConfig(
+        vertice_dim=vertice_dim, feature_dim=args.feature_dim or preset.feature_dim,
+        period=args.period or preset.period, fps=args.fps or preset.fps, n_subjects=n_subjects,
+        audio_model=args.audio_model, audio_frames_per_frame=2 if preset.audio_alignment == "pairs" else 1,
+        decoder_layers=args.decoder_layers, motion_layers=args.motion_layers,
+        motion_conv_layers=args.motion_conv_layers, style_dim=args.style_dim, gat_dim=args.gat_dim,
+        gat_checkpoint=args.gat_checkpoint == "on", motion_scale=motion_scale,
+    ).with_ablations(args.ablation)
+    try:
+        return config.with_loss_weights(args.loss_weight)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _test(args: argparse.Namespace, preset: DatasetPreset, test_set: TalkingFaceDataset, train_subjects: list[str],
+          masks: RegionMasks, best_path: Path, device: str) -> None:
+    """The best checkpoint animates the test clips into the result folder, which is then scored."""
+    folder, result_dir = preset.folder, preset.folder / args.result_path
+    model, state = load_checkpoint(best_path, device)
+    test_set.speech_frames = model.speech_frames
     if state["train_subjects"] != train_subjects:
-        raise UserError(f"checkpoint {settings.best_path} was trained on {state['train_subjects']}, "
+        raise UserError(f"checkpoint {best_path} was trained on {state['train_subjects']}, "
                         f"not on --train_subjects {train_subjects}")
     extra = state["extra"]
-    print(f"testing {settings.best_path} (epoch {extra.get('epoch')}, validation {extra.get('val_metric', 'loss')} "
+    print(f"testing {best_path} (epoch {extra.get('epoch')}, validation {extra.get('val_metric', 'loss')} "
           f"{extra.get('val_loss', float('nan')):.6g})", file=sys.stderr)
     stale = list(result_dir.glob("*.npy")) if result_dir.is_dir() else []
     for path in stale:   # scores must come from this run's predictions only
         path.unlink()
-    written = write_test_predictions(model, sets["test"], train_subjects, result_dir, device,
+    written = write_test_predictions(model, test_set, train_subjects, result_dir, device,
                                      all_conditions=args.test_conditions == "all")
     print(f"wrote {len(written)} predictions to {result_dir}", file=sys.stderr)
     if written:

@@ -284,14 +284,7 @@ def run_demo(args, bundled_model: Path, bundled_wav: Path) -> list[ClipOutputs]:
 
     Every audio file is decoded before the model loads: a bad file in a folder stops the run before
     anything is written. Outputs of one clip appear together or not at all."""
-    if args.wav_path is None and args.checkpoint is None and args.dataset is None and args.model_name is None:
-        missing = [str(p) for p in (bundled_model, bundled_wav) if not p.is_file()]
-        if missing:
-            raise UserError(f"without arguments the demo animates {bundled_wav} with {bundled_model}, but "
-                            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing: "
-                            f"give --wav_path and --checkpoint (or --dataset/--model_name)")
-    if args.wav_path is None and not bundled_wav.is_file():
-        raise UserError(f"give --wav_path (the bundled sample {bundled_wav} is missing)")
+    _require_bundled_files(args, bundled_model, bundled_wav)
     checkpoint = find_checkpoint(args.checkpoint, args.dataset, args.model_name, bundled_model)
     files = audio_inputs(args.wav_path or bundled_wav)
     clips = [load_speech(p) for p in files]
@@ -306,15 +299,7 @@ def run_demo(args, bundled_model: Path, bundled_wav: Path) -> list[ClipOutputs]:
     condition = parse_condition(args.condition, args.unseen, args.reference_motion, animator.train_subjects)
     animator.condition_vector(condition)   # validates the name before any work
     reference = None if args.reference_motion is None else animator.reference_motion(args.reference_motion)
-    if args.template is not None and args.subject is not None:
-        raise UserError("--subject and --template both name the face to animate: give one")
-    if args.template is not None:
-        subject, template = Path(args.template).name, animator.template_from_mesh(args.template)
-    else:
-        test_subjects = (args.test_subjects or "").split()
-        subject = args.subject or (test_subjects[0] if test_subjects else None) or \
-            (condition if condition in animator.templates else next(iter(animator.templates)))
-        template = animator.template(subject)
+    subject, template = _face(args, animator, condition)
     if args.reference_subject is not None:
         if reference is None:
             raise UserError("--reference_subject names whose face --reference_motion was recorded on: give both")
@@ -330,6 +315,37 @@ def run_demo(args, bundled_model: Path, bundled_wav: Path) -> list[ClipOutputs]:
         style = f"reference motion {args.reference_motion}" + (f" + {style}" if condition else "")
     print(f"checkpoint {checkpoint} loaded in {load_seconds:.2f} s on {animator.device} "
           f"({animator.fps} fps); style: {style}; face: {subject}")
+    return _animate_clips(args, animator, files, clips, template, condition, reference, render)
+
+
+def _require_bundled_files(args, bundled_model: Path, bundled_wav: Path) -> None:
+    """The bundled model and sample must exist where the flags leave them to stand in."""
+    if args.wav_path is None and args.checkpoint is None and args.dataset is None and args.model_name is None:
+        missing = [str(p) for p in (bundled_model, bundled_wav) if not p.is_file()]
+        if missing:
+            raise UserError(f"without arguments the demo animates {bundled_wav} with {bundled_model}, but "
+                            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing: "
+                            f"give --wav_path and --checkpoint (or --dataset/--model_name)")
+    if args.wav_path is None and not bundled_wav.is_file():
+        raise UserError(f"give --wav_path (the bundled sample {bundled_wav} is missing)")
+
+
+def _face(args, animator: Animator, condition: str | None) -> tuple[str, np.ndarray]:
+    """(name, neutral template) of the face to animate: --template's mesh, --subject, the first test
+    subject, the condition's speaker, or the checkpoint's first template."""
+    if args.template is not None and args.subject is not None:
+        raise UserError("--subject and --template both name the face to animate: give one")
+    if args.template is not None:
+        return Path(args.template).name, animator.template_from_mesh(args.template)
+    test_subjects = (args.test_subjects or "").split()
+    subject = args.subject or (test_subjects[0] if test_subjects else None) or \
+        (condition if condition in animator.templates else next(iter(animator.templates)))
+    return subject, animator.template(subject)
+
+
+def _animate_clips(args, animator: Animator, files: list[Path], clips: list[np.ndarray], template: np.ndarray,
+                   condition: str | None, reference, render: bool) -> list[ClipOutputs]:
+    """Animate the clips in batches of similar length and write each one's outputs, printing timings."""
     written: list[ClipOutputs] = []
     totals = dict(audio=0.0, inference=0.0, render=0.0)
     for group in length_groups([len(c) for c in clips], args.batch_size):
@@ -343,18 +359,22 @@ def run_demo(args, bundled_model: Path, bundled_wav: Path) -> list[ClipOutputs]:
             totals["audio"] += seconds
             totals["inference"] += inference
             totals["render"] += out.render_seconds
-            print(f"{files[i].name}: {seconds:.2f} s audio -> {len(vertices)} frames; inference {inference:.2f} s "
-                  f"(real-time factor {inference / seconds:.3f})"
-                  + (f"; render {out.render_seconds:.2f} s" if out.video else "")
-                  + (f" [batch of {len(group)}]" if len(group) > 1 else ""))
-            for path in (out.npy, out.video):
-                if path is not None:
-                    print(f"  wrote {path}")
-            if out.meshes is not None:
-                print(f"  wrote {out.mesh_count} meshes to {out.meshes}")
+            _print_clip(files[i].name, out, seconds, len(vertices), inference, len(group))
             written.append(out)
     if len(written) > 1:
         print(f"total: {len(written)} clips, {totals['audio']:.2f} s audio; inference {totals['inference']:.2f} s "
               f"(real-time factor {totals['inference'] / totals['audio']:.3f})"
               + (f"; render {totals['render']:.2f} s" if render else ""))
     return written
+
+
+def _print_clip(name: str, out: ClipOutputs, seconds: float, frames: int, inference: float, batch: int) -> None:
+    print(f"{name}: {seconds:.2f} s audio -> {frames} frames; inference {inference:.2f} s "
+          f"(real-time factor {inference / seconds:.3f})"
+          + (f"; render {out.render_seconds:.2f} s" if out.video else "")
+          + (f" [batch of {batch}]" if batch > 1 else ""))
+    for path in (out.npy, out.video):
+        if path is not None:
+            print(f"  wrote {path}")
+    if out.meshes is not None:
+        print(f"  wrote {out.mesh_count} meshes to {out.meshes}")

@@ -143,10 +143,8 @@ def test_clip_queue_fills_in_training_and_rests_in_evaluation(tiny_wav2vec2):
     model.train()
     first = model(audio, motion, template, torch.eye(3)[:1])
     second = model(audio, motion, template, torch.eye(3)[:1])
-    assert first["clips"]["negatives"].shape[1] == 0 and second["clips"]["negatives"].shape[1] == 1
-    torch.testing.assert_close(second["clips"]["negatives"][:, 0],
-                               torch.stack([first["clips"][k][0] for k in
-                                            ("audio_content", "audio_style", "motion_content", "motion_style")]))
+    assert first.clips.negatives.shape[1] == 0 and second.clips.negatives.shape[1] == 1
+    torch.testing.assert_close(second.clips.negatives[:, 0], first.clips.stacked()[:, 0])
     assert "clip_heads.queue" in model.state_dict()   # resumed runs continue with the same negatives
 
 

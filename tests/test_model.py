@@ -54,11 +54,11 @@ def test_output_shapes(tiny_wav2vec2, ratio):
     model, template = make_model(tiny_wav2vec2, ratio)
     audio, motion = clip(12, batch=2, template=template.repeat(2, 1), ratio=ratio)
     out = model(audio, motion, template.repeat(2, 1), torch.eye(3)[:2])
-    assert out["vertices"].shape == (2, 12, template.shape[1])
-    assert out["audio_content"].shape == (2, 12 * ratio, 16)
-    assert out["motion_content"].shape == (2, 12, 16)
-    assert out["audio_frame_styles"].shape == (2, 12 * ratio, 16)
-    assert out["speaker_logits"].shape == (2, 3)
+    assert out.vertices.shape == (2, 12, template.shape[1])
+    assert out.audio_content.shape == (2, 12 * ratio, 16)
+    assert out.motion_content.shape == (2, 12, 16)
+    assert out.audio_frame_styles.shape == (2, 12 * ratio, 16)
+    assert out.speaker_logits.shape == (2, 3)
     generated = model.generate(audio[:1], template, torch.eye(3)[:1])
     assert generated.shape == (1, 12, template.shape[1])
 
@@ -77,7 +77,7 @@ def test_future_motion_and_audio_features_never_change_earlier_frames(tiny_wav2v
     def run(feats, verts):
         model.audio.forward = lambda a, frames, lengths=None: feats   # fix the speech features, vary what follows
         try:
-            return model(audio, verts, template, torch.eye(3)[:1])["vertices"]
+            return model(audio, verts, template, torch.eye(3)[:1]).vertices
         finally:
             del model.audio.forward
 
@@ -209,7 +209,7 @@ def test_padded_batch_gives_the_mean_of_single_clip_losses(tiny_wav2vec2):
     batched = compute_losses(out, motion, model.config, torch.tensor([0, 0]), None, lengths, model.contrast_scale)
     for name in ("rec", "vel", "orth_audio", "orth_motion", "topk", "kl"):
         assert batched[name].item() == pytest.approx((singles[0][name] + singles[1][name]).item() / 2, rel=1e-4)
-    assert torch.allclose(out["vertices"][0, :10], model(a1, m1, template, torch.eye(3)[:1])["vertices"][0], atol=1e-5)
+    assert torch.allclose(out.vertices[0, :10], model(a1, m1, template, torch.eye(3)[:1]).vertices[0], atol=1e-5)
 
 
 def test_training_one_clip_lowers_the_loss_tenfold(tiny_wav2vec2):
@@ -244,7 +244,7 @@ def test_cached_generation_equals_full_recompute_in_every_mode(tiny_wav2vec2, ra
     assert not torch.allclose(outputs["seen"], outputs["unseen"])
     assert not torch.allclose(outputs["seen"], outputs["reference"])
     # teacher forcing on the model's own output reproduces it: training and inference agree
-    seen = model(audio, outputs["seen"], template, torch.eye(3)[1:2])["vertices"]
+    seen = model(audio, outputs["seen"], template, torch.eye(3)[1:2]).vertices
     assert torch.allclose(seen, outputs["seen"], atol=1e-5)
     # style from a reference clip replaces the style heard in the speech
     with torch.no_grad():
@@ -274,7 +274,7 @@ def test_hubert_encoder_and_width_from_its_config(tiny_hubert):
     model, template = make_model(tiny_hubert, ratio=2)
     assert model.config.audio_hidden == 32
     audio, motion = clip(8, template=template, ratio=2)
-    assert model(audio, motion, template, None)["vertices"].shape == motion.shape
+    assert model(audio, motion, template, None).vertices.shape == motion.shape
     assert not any(p.requires_grad for p in model.audio.model.feature_extractor.parameters())
 
 
@@ -309,6 +309,6 @@ def test_real_templates(tiny_wav2vec2, mesh_file, ratio):
     model.train()
     audio, motion = clip(6, template=template, ratio=ratio)
     out = model(audio, motion, template, torch.eye(3)[:1])
-    assert out["vertices"].shape == (1, 6, vertices.size)
-    out["vertices"].pow(2).mean().backward()
+    assert out.vertices.shape == (1, 6, vertices.size)
+    out.vertices.pow(2).mean().backward()
     assert model.spatial.gat[0].lin.weight.grad.abs().sum() > 0

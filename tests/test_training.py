@@ -18,6 +18,8 @@ import torch
 
 from conftest import ROOT
 from models.config import PTalkerConfig
+from ptalker.augmentation import TrainStep
+from ptalker.batches import batch_losses, one_hot
 from ptalker.checkpoint import build_model, read_checkpoint
 from ptalker.data import LengthBatchSampler, TalkingFaceDataset, collate, load_splits, parse_sentences
 from ptalker.datasets import resolve_dataset
@@ -25,8 +27,9 @@ from ptalker.errors import UserError
 from ptalker.layout import sentence_of
 from ptalker.mesh import load_templates, read_mesh
 from ptalker.metrics import lip_vertex_error
-from ptalker.training import (TrainSettings, TrainStep, WeightAverage, batch_losses, lr_factor, one_hot, train,
-                              validation_lip_error, validation_loss)
+from ptalker.trainer import TrainSettings, lr_factor, train
+from ptalker.validation import validation_lip_error, validation_loss
+from ptalker.weight_average import WeightAverage
 from synthetic import write_dataset
 
 TINY = ["--decoder_layers", "1", "--motion_layers", "1", "--motion_conv_layers", "1", "--style_dim", "16",
@@ -182,7 +185,7 @@ def test_self_feed_trains_on_a_past_mixed_from_predictions_and_captured_frames(d
     torch.manual_seed(3)
     mixed = step._mix_in_predictions(batch, None)
     predicted = model(batch["audio"], batch["vertices"], batch["template"],
-                      one_hot(batch["subject"], 2))["vertices"]
+                      one_hot(batch["subject"], 2)).vertices
     from_prediction = (mixed == predicted).all(-1)
     from_capture = (mixed == batch["vertices"]).all(-1)
     assert (from_prediction | from_capture).all()                # every frame is one or the other

@@ -1,0 +1,341 @@
+"""Training of PTalker on a dataset in the standard layout: its settings, the Trainer, and `train`."""
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from models import PTalker
+
+from .augmentation import TrainStep
+from .batches import to_device
+from .checkpoint import read_checkpoint, save_checkpoint
+from .data import LengthBatchSampler, TalkingFaceDataset, collate
+from .device import autocast
+from .distributed import Parallel, gather, sum_over_ranks
+from .epoch_log import EpochLog
+from .errors import UserError
+from .random_state import capture_rng_state, restore_rng_state
+from .validation import validation_lip_error, validation_loss
+from .weight_average import WeightAverage
+
+NON_FINITE_HINT = "no checkpoint written for this epoch — try a lower --lr or --grad_clip 1.0"
+
+
+@dataclass
+class TrainSettings:
+    max_epoch: int = 100
+    lr: float = 1e-4
+    batch_size: int = 1
+    gradient_accumulation_steps: int = 1
+    seed: int = 7
+    device: str = "cpu"
+    best_path: Path = Path("save/model.pth")
+    last_path: Path = Path("save/model_last.pth")
+    log_path: Path | None = None          # per-epoch CSV of the losses
+    resume: bool = False
+    amp: str = "off"                      # bf16 | fp16 | off; CUDA only
+    grad_clip: float = 0.0                # max global gradient norm, 0: no clipping
+    lr_schedule: str = "constant"         # constant | cosine (to zero at the last step)
+    warmup_steps: int = 0                 # optimiser steps of linear warm-up
+    num_workers: int = 0                  # DataLoader processes reading the vertex files
+    identity_dropout: float = 0.0         # chance a clip trains without its one-hot (unseen/reference modes)
+    self_feed: float = 0.0                # chance a fed-back frame is the model's own prediction
+    audio_style_dropout: float = 0.0      # chance a clip keeping its one-hot trains without the audio style
+    val_metric: str = "loss"              # loss (teacher-forced) | lve (of generation): picks the best
+    ema: float = 0.0                      # decay of the weights' moving average; 0: no average
+    parallel: Parallel = field(default_factory=Parallel)
+
+
+def train(model: PTalker, train_set: TalkingFaceDataset, val_set: TalkingFaceDataset, lip_ids, settings: TrainSettings,
+          checkpoint_meta: dict) -> Path:
+    """Train with Adam; keep the checkpoint with the best validation loss at `settings.best_path` and the
+    state at the end of the latest epoch (for --resume) at `settings.last_path`. Returns the best
+    checkpoint's path. With `settings.ema`, validation and the best checkpoint use the weights'
+    moving average.
+
+    A non-finite loss, gradient or parameter stops training with a UserError naming the epoch,
+    step and clips, before any checkpoint of that epoch is written.
+
+    checkpoint_meta: keyword arguments of save_checkpoint besides path/model/extra."""
+    return Trainer(model, train_set, val_set, lip_ids, settings, checkpoint_meta).run()
+
+
+def lr_factor(schedule: str, warmup: int, total: int):
+    """Multiplier of the base learning rate after `step` optimiser steps: linear warm-up over
+    `warmup` steps, then constant or a half cosine that reaches zero after `total` steps."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return factor
+
+
+class Trainer:
+    """Adam training of one PTalker, laid out like a torchtune recipe: `__init__` sets everything up
+    (and resumes), `run` trains epoch by epoch, and each phase of an epoch is a method. What it does,
+    with the TrainSettings field (main.py flag of the same name) that controls it:
+
+    - data parallel under torchrun (`parallel`): a DistributedDataParallel replica per process on its
+      share of the length-bucketed batches (`batch_size`, `num_workers` loader processes); rank 0
+      alone prints, logs and writes checkpoints
+    - gradient accumulation (`gradient_accumulation_steps`) and clipping (`grad_clip`)
+    - mixed precision (`amp`: bf16 | fp16 on CUDA; float32 elsewhere, with a note)
+    - learning-rate warm-up and schedule (`warmup_steps`, `lr_schedule`)
+    - augmentation in the training step (`identity_dropout`, `audio_style_dropout`, `self_feed`)
+    - a moving average of the weights (`ema`) for validation and the best checkpoint
+    - the best checkpoint by validation loss or by LVE of generation (`val_metric`) at `best_path`
+    - the state after every epoch at `last_path`; `resume` continues from it exactly (weights,
+      optimiser, schedule, loss scaler, average and every random generator)
+    - a non-finite loss, gradient or parameter stops with a UserError naming the epoch, step and
+      clips, before any checkpoint of that epoch is written
+    - a line per epoch on stderr and a row in the CSV log (`log_path`)
+    """
+
+    def __init__(self, model: PTalker, train_set: TalkingFaceDataset, val_set: TalkingFaceDataset, lip_ids,
+                 settings: TrainSettings, checkpoint_meta: dict):
+        self.model, self.train_set, self.val_set = model, train_set, val_set
+        self.settings, self.checkpoint_meta = settings, checkpoint_meta
+        self.par, self.device = settings.parallel, settings.device
+        self.amp = self._usable_amp()
+        torch.manual_seed(settings.seed + self.par.rank)   # different dropout on every replica
+        model.to(self.device)
+        if settings.val_metric == "lve" and lip_ids is None:
+            raise UserError("--val_metric lve needs the lip region (--lip_mask)")
+        self._setup_step(lip_ids)
+        self._setup_optimiser()
+        self._setup_data()
+        self._setup_schedule()
+        self.average = WeightAverage(model, settings.ema) if settings.ema > 0 else None
+        self.start_epoch, self.best, self.steps = 1, math.inf, 0
+        self.lr = self.optimizer.param_groups[0]["lr"]     # of the latest step, for the log
+        if settings.resume:
+            self.start_epoch, self.best, self.steps = self._resume()
+        self.log = EpochLog(settings.log_path, self.start_epoch - 1) if settings.log_path and self.par.main else None
+
+    # ------------------------------------------------------------------ setup
+
+    def _usable_amp(self) -> str:
+        """`settings.amp`, or "off" (with a note) off CUDA; bf16 on a GPU without it is an error."""
+        amp, device = self.settings.amp, self.device
+        if amp != "off" and torch.device(device).type != "cuda":
+            self.par.say(f"note: --amp {amp} needs CUDA; training in float32 on {device}")
+            amp = "off"
+        if amp == "bf16" and not torch.cuda.is_bf16_supported():
+            raise UserError("this GPU has no bfloat16 support: use --amp fp16")
+        return amp
+
+    def _setup_step(self, lip_ids) -> None:
+        s, device = self.settings, self.device
+        self.step_module = TrainStep(self.model, None if lip_ids is None else lip_ids.to(device), s.identity_dropout,
+                                     s.self_feed, s.audio_style_dropout)
+        # some parameters (speech layers skipped by layerdrop, the adversary without known speakers) get
+        # no gradient in some steps
+        self.net = DistributedDataParallel(self.step_module, device_ids=[device] if device.startswith("cuda") else None,
+                                           find_unused_parameters=True) if self.par.active else self.step_module
+
+    def _setup_optimiser(self) -> None:
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        # the fused kernel updates all parameters in one pass: a few times faster than the per-tensor loop
+        self.optimizer = torch.optim.Adam(self.params, lr=self.settings.lr, fused=True)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
+
+    def _setup_data(self) -> None:
+        s, par, train_set = self.settings, self.par, self.train_set
+        self.sampler = LengthBatchSampler([train_set.frames(i) for i in range(len(train_set))], s.batch_size,
+                                          s.seed, par.rank, par.world)
+        self.loader = DataLoader(train_set, batch_sampler=self.sampler, collate_fn=collate,
+                                 num_workers=s.num_workers, pin_memory=torch.device(self.device).type == "cuda",
+                                 persistent_workers=s.num_workers > 0)
+
+    def _setup_schedule(self) -> None:
+        s = self.settings
+        steps_per_epoch = math.ceil(len(self.sampler) / s.gradient_accumulation_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(
+            s.lr_schedule, s.warmup_steps, steps_per_epoch * s.max_epoch))
+
+    def _resume(self) -> tuple[int, float, int]:
+        """Restore the state at the end of the last finished epoch -> (next epoch, best validation loss,
+        optimiser steps). The interrupted epoch reruns from its beginning with the same random numbers."""
+        s, par = self.settings, self.par
+        if not s.last_path.is_file():
+            raise UserError(f"--resume: no interrupted run to continue at {s.last_path}")
+        state = read_checkpoint(s.last_path)
+        extra = self._resumable_extra(state)
+        self.model.load_state_dict(state["state_dict"])
+        if self.average is not None:
+            self.average.load_state_dict(extra["ema"])
+        self.optimizer.load_state_dict(extra["optimizer"])
+        self.scheduler.load_state_dict(extra["scheduler"])
+        if extra["scaler"]:
+            self.scaler.load_state_dict(extra["scaler"])
+        if len(extra["rng"]) == par.world:
+            restore_rng_state(extra["rng"][par.rank], s.device)
+        else:
+            par.say(f"note: the run was saved with {len(extra['rng'])} process(es), this one has {par.world}: "
+                    f"dropout draws differ from an uninterrupted run")
+        par.say(f"resuming after epoch {extra['epoch']} (best validation {s.val_metric} {extra['best_val']:.6g})")
+        return extra["epoch"] + 1, extra["best_val"], extra["steps"]
+
+    def _resumable_extra(self, state: dict) -> dict:
+        """The saved run's extra state, once it is known that this run can continue it."""
+        extra, s = state["extra"], self.settings
+        if "rng" not in extra:
+            raise UserError(f"--resume: {s.last_path} was written by an earlier version and cannot be continued")
+        if extra.get("val_metric", "loss") != s.val_metric:
+            raise UserError(f"--resume: the run chose its best checkpoint by validation "
+                            f"{extra.get('val_metric', 'loss')}, not {s.val_metric}: pass the same --val_metric")
+        saved_decay = (extra.get("ema") or {}).get("decay", 0.0)
+        if saved_decay != s.ema:
+            raise UserError(f"--resume: the run averaged its weights with --ema {saved_decay:g}, not {s.ema:g}: "
+                            f"pass the same --ema")
+        return extra
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> Path:
+        """Train from the start epoch to `max_epoch` -> the best checkpoint's path."""
+        for epoch in range(self.start_epoch, self.settings.max_epoch + 1):
+            started = time.time()
+            means = self.train_epoch(epoch)
+            val, improved = self.validate(epoch, means)
+            rng_states = gather(capture_rng_state(self.device), self.par)
+            if self.par.main:
+                self.report(epoch, means, val, improved, time.time() - started)
+                self.save_last(epoch, rng_states)
+        if self.par.main and not self.settings.best_path.is_file():
+            raise UserError("training ran no epoch: raise --max_epoch (or drop --resume on a finished run)")
+        return self.settings.best_path
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over this rank's batches -> each loss term's mean over the batches of every rank."""
+        self.sampler.set_epoch(epoch)
+        self.step_module.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        self.bad = None                 # (batch, names) of a non-finite loss since the last optimiser step
+        self.step_names: list[str] = []  # clips of the current optimiser step
+        batches, accum = len(self.sampler), self.settings.gradient_accumulation_steps
+        bar = tqdm(self.loader, desc=f"epoch {epoch}/{self.settings.max_epoch}", unit="batch", leave=False,
+                   disable=not self.par.main)
+        for micro, batch in enumerate(bar, 1):
+            boundary = micro % accum == 0 or micro == batches
+            for k, v in self._accumulate(micro, batch, boundary).items():
+                sums[k] = sums.get(k, 0.0) + v
+            if boundary:
+                self._optimiser_step(epoch)
+            if self.par.main:
+                bar.set_postfix(loss=f"{sums['total'] / micro:.4g}")
+        *totals, count = sum_over_ranks(list(sums.values()) + [batches], self.par, self.device)
+        return {k: v / count for k, v in zip(sums, totals)}
+
+    def _accumulate(self, micro: int, batch: dict, boundary: bool) -> dict[str, float]:
+        """Forward and backward of micro-batch `micro` (from 1), its gradient scaled by its share of the
+        optimiser step; the replicas synchronise at the step's last one (`boundary`) -> its loss terms."""
+        accum, batches = self.settings.gradient_accumulation_steps, len(self.sampler)
+        group = min(accum, batches - (micro - 1) // accum * accum)   # micro-batches in this step
+        batch = to_device(batch, self.device)
+        self.step_names += batch["names"]
+        with self.net.no_sync() if self.par.active and not boundary else contextlib.nullcontext():
+            with autocast(self.device, self.amp):
+                terms = self.net(batch)
+            self.scaler.scale(terms["total"] / group).backward()
+        values = dict(zip(terms, torch.stack([v.detach().float() for v in terms.values()]).tolist()))
+        if self.bad is None and not math.isfinite(values["total"]):
+            self.bad = (micro, batch["names"])
+        return values
+
+    def _optimiser_step(self, epoch: int) -> None:
+        """The guarded update, the schedule's step, the parameters' check and the average's update."""
+        where = f"epoch {epoch}, step {self.steps + 1}"
+        self._checked_update(where)
+        self.lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        self.steps += 1
+        if not torch.isfinite(_global_norm(self.params)):
+            raise UserError(f"non-finite parameters after the optimiser step at {where} "
+                            f"({', '.join(self.step_names)}); {NON_FINITE_HINT}")
+        if self.average is not None:
+            self.average.update()
+        self.bad, self.step_names = None, []
+
+    def _checked_update(self, where: str) -> None:
+        """Unscale, check and clip the gradients, then step. Every rank reaches the same verdict: the
+        gradients are already averaged over the ranks, and the loss flags are reduced here."""
+        params, bad = self.params, self.bad
+        self.scaler.unscale_(self.optimizer)
+        grad_clip = self.settings.grad_clip
+        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip) if grad_clip > 0 else \
+            _global_norm(p.grad for p in params)
+        flags = torch.stack([torch.tensor(float(bad is not None)), (~torch.isfinite(norm)).float().cpu()])
+        flags = flags.to(params[0].device)
+        if self.par.active:
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        loss_bad, grad_bad = flags.tolist()
+        if loss_bad:
+            clips = f"batch {bad[0]} ({', '.join(bad[1])})" if bad else "a batch of another process"
+            raise UserError(f"non-finite loss at {where}, {clips}; {NON_FINITE_HINT}")
+        # fp16 overflows are routine: the scaler skips that step and lowers its scale
+        if grad_bad and self.amp != "fp16":
+            raise UserError(f"non-finite gradients at {where} ({', '.join(self.step_names)}); {NON_FINITE_HINT}")
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    # ------------------------------------------------------------------ after each epoch
+
+    def validate(self, epoch: int, means: dict[str, float]) -> tuple[float, bool]:
+        """The epoch's validation score (of the averaged weights, with `ema`); rank 0 saves the best
+        checkpoint when the score beats the best so far -> (score, improved)."""
+        with self.average.swapped_in() if self.average is not None else contextlib.nullcontext():
+            val = self._validation_score(means)
+            improved = val < self.best
+            if improved and self.par.main:
+                save_checkpoint(self.settings.best_path, self.model, **self.checkpoint_meta,
+                                extra={"epoch": epoch, "val_loss": val, "val_metric": self.settings.val_metric})
+        self.best = min(self.best, val)
+        return val, improved
+
+    def _validation_score(self, means: dict[str, float]) -> float:
+        """`val_metric` on the validation set; the training reconstruction loss when that set is empty."""
+        if not len(self.val_set):
+            return means["reconstruction"]
+        lip_ids = self.step_module.lip_ids
+        if self.settings.val_metric == "lve":
+            return validation_lip_error(self.model, self.val_set, lip_ids, self.device, self.par)
+        return validation_loss(self.model, self.val_set, lip_ids, self.device, self.par, self.amp)
+
+    def report(self, epoch: int, means: dict[str, float], val: float, improved: bool, seconds: float) -> None:
+        """The epoch's line on stderr and its row in the CSV log."""
+        terms = " ".join(f"{k}={v:.3g}" for k, v in means.items())
+        print(f"epoch {epoch}: train {terms} | val {val:.6g}{' (best, saved)' if improved else ''}"
+              f" | lr {self.lr:.3g} | {self.steps} steps | {seconds:.1f}s", file=sys.stderr)
+        if self.log is not None:
+            self.log.append({"epoch": epoch, "steps": self.steps, **{k: f"{v:.6g}" for k, v in means.items()},
+                             "val": f"{val:.6g}", "lr": f"{self.lr:.6g}", "seconds": f"{seconds:.3f}"})
+
+    def save_last(self, epoch: int, rng_states: list[dict]) -> None:
+        """The state at the end of `epoch`, every rank's random generators included, for --resume."""
+        save_checkpoint(self.settings.last_path, self.model, extra={
+            "epoch": epoch, "best_val": self.best, "val_metric": self.settings.val_metric, "steps": self.steps,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "rng": rng_states,
+            "ema": None if self.average is None else self.average.state_dict()},
+            **self.checkpoint_meta)
+
+
+def _global_norm(tensors) -> torch.Tensor:
+    tensors = [t for t in tensors if t is not None]
+    return torch.nn.utils.get_total_norm(tensors) if tensors else torch.zeros(())
