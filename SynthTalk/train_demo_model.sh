@@ -10,9 +10,6 @@ EPOCHS=${EPOCHS:-45}
 export OMP_NUM_THREADS=1
 python SynthTalk/make_dataset.py
 [ -d SynthTalk/speech_phonemes ] || python SynthTalk/pretrain_speech.py SynthTalk/speech_phonemes
-python main.py --dataset SynthTalk --audio_model SynthTalk/speech_phonemes \
-  --feature_dim 128 --period 30 --fps 30 --decoder_layers 3 --motion_layers 1 --motion_conv_layers 2 \
-  --style_dim 32 --ablation no_spatial --identity_dropout 0.2 \
-  --self_feed 0.95 --ema 0.999 --seed 8 --val_metric lve --batch_size 4 --lr 5e-4 --lr_schedule cosine \
-  --warmup_steps 100 --max_epoch "$EPOCHS" --test_conditions all --model_name synthtalk
+# configs/synthtalk.json holds the recipe; a flag after it overrides the file
+python main.py --config configs/synthtalk.json --max_epoch "$EPOCHS"
 cp SynthTalk/save/synthtalk.pth demo/models/synthtalk.pth

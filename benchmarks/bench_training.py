@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from models import PTalker, PTalkerConfig  # noqa: E402
 from ptalker.data import Sequence, TalkingFaceDataset  # noqa: E402
 from ptalker.mesh import mesh_edges  # noqa: E402
-from ptalker.trainer import TrainSettings, train  # noqa: E402
+from ptalker.trainer import TrainConfig, train  # noqa: E402
 
 FPS = 30
 SUBJECTS = ["S1", "S2", "S3", "S4"]
@@ -100,7 +100,7 @@ def main() -> None:
         clips = write_clips(tmp, vertices, args.sequences, args.seconds)
         for _ in range(args.repeats):
             for batch_size in args.batch_sizes:
-                settings = TrainSettings(max_epoch=2, lr=1e-5, batch_size=batch_size, device=args.device,
+                settings = TrainConfig(max_epoch=2, lr=1e-5, batch_size=batch_size, device=args.device,
                                          best_path=tmp / "best.pth", last_path=tmp / "last.pth",
                                          log_path=tmp / "log.csv")
                 with contextlib.redirect_stderr(io.StringIO()):     # the epoch lines and progress bars

@@ -56,9 +56,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise UserError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"cannot read checkpoint {path} (corrupt or not a checkpoint): "
-                        f"{str(exc).splitlines()[0][:200]}") from exc
+    except Exception as exc:   # an empty file's exception has no message
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        if path.stat().st_size == 0:
+            reason = "the file is empty"
+        raise UserError(f"cannot read checkpoint {path} (corrupt or not a checkpoint): {reason}") from exc
     if isinstance(state, dict) and state.get("format") in EARLIER_FORMATS:
         raise UserError(f"{path} was written by an earlier version ({state['format']}) whose network differs from "
                         f"this one's (motion unit, spatial GAT input, motion-encoder norms): its weights cannot be "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,9 @@ from .errors import UserError
 from .mesh import find_template_mesh, load_templates, read_mesh
 from .metrics import RegionMasks, dataset_regions, report, score_result_folder, write_csv
 from .prediction import write_test_predictions
-from .trainer import TrainSettings, train
+from .cli import flag_values
+from .options import ModelFlags
+from .trainer import TrainConfig, train
 
 
 def _subjects(flag: str | None, default: tuple[str, ...], what: str) -> list[str]:
@@ -121,32 +124,28 @@ def _datasets(preset: DatasetPreset, args: argparse.Namespace, vertice_dim: int,
     return {k: TalkingFaceDataset(v, preset.capture_stride) for k, v in data.items()}
 
 
-def _train_settings(args: argparse.Namespace, preset: DatasetPreset, device: str, parallel: Parallel) -> TrainSettings:
+def _train_settings(args: argparse.Namespace, preset: DatasetPreset, device: str, parallel: Parallel) -> TrainConfig:
+    """TrainConfig's flags as given, plus the paths, device and processes of this run."""
     save_dir = preset.folder / args.save_path
     name = args.model_name or preset.name.lower()
-    return TrainSettings(max_epoch=args.max_epoch, lr=args.lr, batch_size=args.batch_size,
-                         gradient_accumulation_steps=args.gradient_accumulation_steps, seed=args.seed,
-                         device=device, best_path=save_dir / f"{name}.pth",
-                         last_path=save_dir / f"{name}_last.pth", log_path=save_dir / f"{name}_log.csv",
-                         resume=args.resume, amp=_amp(args, device), grad_clip=args.grad_clip,
-                         lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps,
-                         num_workers=args.num_workers, identity_dropout=args.identity_dropout,
-                         self_feed=args.self_feed, audio_style_dropout=args.audio_style_dropout,
-                         val_metric=args.val_metric, ema=args.ema,
-                         parallel=parallel)
+    flags = flag_values(TrainConfig, args) | {"amp": _amp(args, device)}
+    return TrainConfig(**flags, device=device, best_path=save_dir / f"{name}.pth",
+                       last_path=save_dir / f"{name}_last.pth", log_path=save_dir / f"{name}_log.csv",
+                       parallel=parallel)
 
 
 def _model_config(args: argparse.Namespace, preset: DatasetPreset, vertice_dim: int, n_subjects: int,
                   motion_scale: float) -> PTalkerConfig:
-    """The model's config from the flags, else the preset; a bad --loss_weight is a UserError."""
-    config = PTalkerConfig(
+    """The model's config: the ModelFlags named as PTalkerConfig fields, with the preset's values for the
+    sizes left unset; a bad --loss_weight is a UserError."""
+    config_fields = {f.name for f in fields(PTalkerConfig)}
+    given = {name: value for name, value in flag_values(ModelFlags, args).items() if name in config_fields}
+    config = PTalkerConfig(**given | dict(
         vertice_dim=vertice_dim, feature_dim=args.feature_dim or preset.feature_dim,
         period=args.period or preset.period, fps=args.fps or preset.fps, n_subjects=n_subjects,
-        audio_model=args.audio_model, audio_frames_per_frame=2 if preset.audio_alignment == "pairs" else 1,
-        decoder_layers=args.decoder_layers, motion_layers=args.motion_layers,
-        motion_conv_layers=args.motion_conv_layers, style_dim=args.style_dim, gat_dim=args.gat_dim,
-        gat_checkpoint=args.gat_checkpoint == "on", motion_scale=motion_scale,
-    ).with_ablations(args.ablation)
+        audio_frames_per_frame=2 if preset.audio_alignment == "pairs" else 1, motion_scale=motion_scale,
+        gat_checkpoint=args.gat_checkpoint == "on",
+    )).with_ablations(args.ablation)
     try:
         return config.with_loss_weights(args.loss_weight)
     except ValueError as exc:

@@ -19,6 +19,7 @@ from models import PTalker
 from .augmentation import TrainStep
 from .batches import to_device
 from .checkpoint import read_checkpoint, save_checkpoint
+from .cli import at_least, fraction, option, positive
 from .data import LengthBatchSampler, TalkingFaceDataset, collate
 from .device import autocast
 from .distributed import Parallel, gather, sum_over_ranks
@@ -32,31 +33,51 @@ NON_FINITE_HINT = "no checkpoint written for this epoch — try a lower --lr or 
 
 
 @dataclass
-class TrainSettings:
-    max_epoch: int = 100
-    lr: float = 1e-4
-    batch_size: int = 1
-    gradient_accumulation_steps: int = 1
-    seed: int = 7
+class TrainConfig:
+    """How to train: each field with help text is also main.py's flag of the same name (see ptalker.cli);
+    lr, max_epoch and amp default on the command line to the --recipe's values."""
+    max_epoch: int = option(100, "training epochs (default: the recipe's)", type=at_least(0))
+    lr: float = option(1e-4, "Adam learning rate (default: the recipe's)", type=positive)
+    batch_size: int = option(1, "clips per batch, per process; clips of similar length are batched together",
+                             type=at_least(1))
+    gradient_accumulation_steps: int = option(
+        1, "batches whose gradients are averaged into one optimiser step", type=at_least(1))
+    seed: int = option(7, "random seed of the initial weights, the batch order and the augmentation", type=int)
     device: str = "cpu"
     best_path: Path = Path("save/model.pth")
     last_path: Path = Path("save/model_last.pth")
     log_path: Path | None = None          # per-epoch CSV of the losses
-    resume: bool = False
-    amp: str = "off"                      # bf16 | fp16 | off; CUDA only
-    grad_clip: float = 0.0                # max global gradient norm, 0: no clipping
-    lr_schedule: str = "constant"         # constant | cosine (to zero at the last step)
-    warmup_steps: int = 0                 # optimiser steps of linear warm-up
-    num_workers: int = 0                  # DataLoader processes reading the vertex files
-    identity_dropout: float = 0.0         # chance a clip trains without its one-hot (unseen/reference modes)
-    self_feed: float = 0.0                # chance a fed-back frame is the model's own prediction
-    audio_style_dropout: float = 0.0      # chance a clip keeping its one-hot trains without the audio style
-    val_metric: str = "loss"              # loss (teacher-forced) | lve (of generation): picks the best
-    ema: float = 0.0                      # decay of the weights' moving average; 0: no average
+    resume: bool = option(False, "continue the interrupted run from <model_name>_last.pth")
+    amp: str = option("off", "mixed precision on CUDA (fp16 with loss scaling); ignored on the CPU "
+                             "(default: the recipe's)", choices=("bf16", "fp16", "off"))
+    grad_clip: float = option(0.0, "clip the global gradient norm to this value; 0 (default, as the original "
+                                   "recipe) is off", type=float)
+    lr_schedule: str = option("constant", "constant, or cosine decay to zero over --max_epoch (after the warm-up)",
+                              choices=("constant", "cosine"))
+    warmup_steps: int = option(0, "optimiser steps of linear learning-rate warm-up", type=at_least(0))
+    num_workers: int = option(0, "DataLoader processes reading the training clips", type=at_least(0))
+    identity_dropout: float = option(
+        0.0, "probability of training a clip without its speaker one-hot, so the model also learns the unseen "
+             "and reference-motion modes (default 0, as the original recipe: never)", type=fraction(one_allowed=True))
+    self_feed: float = option(
+        0.0, "probability that a fed-back past frame is the model's own prediction instead of the captured one, "
+             "as in generation (default 0, as the original recipe: always captured)",
+        type=fraction(one_allowed=True))
+    audio_style_dropout: float = option(
+        0.0, "probability that a clip keeping its one-hot trains without the audio style, so the one-hot alone "
+             "must carry the speaker's style (default 0, as the original recipe: never)",
+        type=fraction(one_allowed=True))
+    val_metric: str = option(
+        "loss", "what picks the best checkpoint: the teacher-forced validation loss, or the lip vertex error of "
+                "generating the validation clips (slower, closer to the test)", choices=("loss", "lve"))
+    ema: float = option(
+        0.0, "decay of an exponential moving average of the weights (e.g. 0.999), which validation, the best "
+             "checkpoint and the test use (default 0, as the original recipe: no average)",
+        type=fraction(one_allowed=False))
     parallel: Parallel = field(default_factory=Parallel)
 
 
-def train(model: PTalker, train_set: TalkingFaceDataset, val_set: TalkingFaceDataset, lip_ids, settings: TrainSettings,
+def train(model: PTalker, train_set: TalkingFaceDataset, val_set: TalkingFaceDataset, lip_ids, settings: TrainConfig,
           checkpoint_meta: dict) -> Path:
     """Train with Adam; keep the checkpoint with the best validation loss at `settings.best_path` and the
     state at the end of the latest epoch (for --resume) at `settings.last_path`. Returns the best
@@ -86,7 +107,7 @@ def lr_factor(schedule: str, warmup: int, total: int):
 class Trainer:
     """Adam training of one PTalker, laid out like a torchtune recipe: `__init__` sets everything up
     (and resumes), `run` trains epoch by epoch, and each phase of an epoch is a method. What it does,
-    with the TrainSettings field (main.py flag of the same name) that controls it:
+    with the TrainConfig field (main.py flag of the same name) that controls it:
 
     - data parallel under torchrun (`parallel`): a DistributedDataParallel replica per process on its
       share of the length-bucketed batches (`batch_size`, `num_workers` loader processes); rank 0
@@ -105,7 +126,7 @@ class Trainer:
     """
 
     def __init__(self, model: PTalker, train_set: TalkingFaceDataset, val_set: TalkingFaceDataset, lip_ids,
-                 settings: TrainSettings, checkpoint_meta: dict):
+                 settings: TrainConfig, checkpoint_meta: dict):
         self.model, self.train_set, self.val_set = model, train_set, val_set
         self.settings, self.checkpoint_meta = settings, checkpoint_meta
         self.par, self.device = settings.parallel, settings.device

@@ -212,3 +212,23 @@ def test_wav_without_vertices_and_corrupt_checkpoint(tmp_path, tiny_wav2vec2):
     done = run_main(*command, "--test_only")
     assert done.returncode == 2 and "corrupt or not a checkpoint" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("content", ["empty", "truncated"])
+def test_empty_or_truncated_checkpoint_is_one_line_error(tmp_path, tiny_wav2vec2, content):
+    root = write_dataset(tmp_path / "VOCASET", ["S1", "S2"], range(1, 3), fps=30, capture_stride=2, seconds=0.5)
+    command = ["--dataset", str(root), "--vertice_dim", "126", "--train_subjects", "S1", "--val_subjects", "S2",
+               "--test_subjects", "S2", "--train_sentences", "1-2", "--val_sentences", "1-1",
+               "--test_sentences", "2-2", "--audio_model", str(tiny_wav2vec2), "--max_epoch", "1",
+               "--loss_weight", "mouth=0", *TINY]
+    whole = tmp_path / "whole.pth"
+    torch.save({"format": "ptalker-checkpoint-2", "weights": torch.zeros(4096)}, whole)
+    data = b"" if content == "empty" else whole.read_bytes()[: whole.stat().st_size // 2]
+    (root / "save").mkdir()
+    for name, flag in (("vocaset.pth", "--test_only"), ("vocaset_last.pth", "--resume")):
+        (root / "save" / name).write_bytes(data)
+        done = run_main(*command, flag)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert lines[-1].startswith(f"error: cannot read checkpoint {root / 'save' / name} (corrupt or not a "
+                                    f"checkpoint)"), done.stderr

@@ -27,7 +27,7 @@ from ptalker.errors import UserError
 from ptalker.layout import sentence_of
 from ptalker.mesh import load_templates, read_mesh
 from ptalker.metrics import lip_vertex_error
-from ptalker.trainer import TrainSettings, lr_factor, train
+from ptalker.trainer import TrainConfig, lr_factor, train
 from ptalker.validation import validation_lip_error, validation_loss
 from ptalker.weight_average import WeightAverage
 from synthetic import write_dataset
@@ -270,7 +270,7 @@ def test_weight_average_follows_the_weights_and_swaps_in_and_out():
 
 def test_moving_average_is_what_validation_and_the_best_checkpoint_use(dataset, tiny_wav2vec2, tmp_path):
     sets, model, meta = splits_and_model(dataset, tiny_wav2vec2)
-    settings = TrainSettings(max_epoch=1, lr=1e-3, batch_size=2, best_path=tmp_path / "m.pth",
+    settings = TrainConfig(max_epoch=1, lr=1e-3, batch_size=2, best_path=tmp_path / "m.pth",
                              last_path=tmp_path / "m_last.pth", ema=0.9)
     train(model, sets["train"], sets["val"], None, settings, meta)
     best, last = read_checkpoint(settings.best_path), read_checkpoint(settings.last_path)
@@ -292,7 +292,7 @@ def test_moving_average_is_what_validation_and_the_best_checkpoint_use(dataset, 
 def test_non_finite_states_stop_before_any_checkpoint_is_written(dataset, tiny_wav2vec2, tmp_path, capsys,
                                                                   monkeypatch):
     sets, model, meta = splits_and_model(dataset, tiny_wav2vec2)
-    settings = TrainSettings(max_epoch=1, lr=1e-3, batch_size=2, best_path=tmp_path / "m.pth",
+    settings = TrainConfig(max_epoch=1, lr=1e-3, batch_size=2, best_path=tmp_path / "m.pth",
                              last_path=tmp_path / "m_last.pth", log_path=tmp_path / "m_log.csv", amp="bf16",
                              lr_schedule="cosine", warmup_steps=1, grad_clip=1.0)
     train(model, sets["train"], sets["val"], None, settings, meta)
