@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile
 import torch
 
-from conftest import ROOT, shared_file
+from conftest import ROOT, make_model, shared_file, tiny_config
 from models import PTalker
 from models.audio import load_speech_model
 from models.losses import compute_losses, info_nce, topk_contrast
@@ -20,7 +21,6 @@ from ptalker.layout import split_result_stem, subject_of
 from ptalker.mesh import load_templates, mesh_edges, read_mesh
 from ptalker.metrics import _read_ids_text, lip_vertex_error
 from synthetic import tiny_mesh, write_dataset
-from test_model import make_model, tiny_config
 
 RATE = 16000
 
@@ -159,6 +159,7 @@ def test_topk_contrast_rewards_the_frame_correspondence():
     assert topk_contrast(audio, motion, scale, 0.15) < 0.5 * topk_contrast(audio, shuffled, scale, 0.15)
 
 
+@pytest.mark.slow
 def test_default_weights_train_below_the_static_template_on_the_flame_topology(tiny_wav2vec2, tmp_path):
     """VOCASET's scale: metres, lips opening by millimetres, default loss weights, no override."""
     vertices, faces = read_mesh(shared_file("flame/FLAME_sample.ply"))

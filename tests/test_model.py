@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
-from conftest import shared_file
-from models import PTalker, PTalkerConfig
+from conftest import clip, make_model, shared_file, tiny_config
+from models import PTalker
 from models.audio import load_speech_model
 from models.config import ABLATIONS
 from models.layers import GraphAttention, MeshGraph, TransformerBlock, alignment_mask, alibi_slopes, periodic_causal_bias
@@ -16,37 +15,6 @@ from models.losses import compute_losses
 from ptalker.mesh import mesh_edges, read_mesh
 from synthetic import tiny_mesh
 
-FPS = 30
-
-
-def tiny_config(vertices: np.ndarray, encoder, ratio: int = 1, **overrides) -> PTalkerConfig:
-    settings = dict(vertice_dim=vertices.size, feature_dim=16, period=FPS, fps=FPS, n_subjects=3,
-                    audio_model=str(encoder), audio_frames_per_frame=ratio, decoder_layers=2, decoder_heads=4,
-                    motion_conv_layers=2, motion_layers=1, style_dim=16, gat_dim=4, dropout=0.0)
-    settings.update(overrides)
-    return PTalkerConfig(**settings)
-
-
-def make_model(encoder, ratio=1, mesh=None, randomize=True, **overrides) -> tuple[PTalker, torch.Tensor]:
-    vertices, faces = mesh if mesh is not None else tiny_mesh()
-    torch.manual_seed(0)
-    model = PTalker(tiny_config(vertices, encoder, ratio, **overrides), load_speech_model(str(encoder)),
-                    torch.from_numpy(mesh_edges(faces, len(vertices))))
-    if randomize:  # the zero-initialised head would make every prediction the template
-        torch.nn.init.normal_(model.head.weight, std=0.05)
-        if model.spatial.gat is not None:
-            torch.nn.init.normal_(model.spatial.gat[1].lin.weight, std=0.5)
-    return model.eval(), torch.from_numpy(vertices.reshape(1, -1))
-
-
-def clip(frames: int, seed: int = 0, batch: int = 1, template=None, ratio: int = 1):
-    """Random speech and motion of `frames` frames; with ratio 2 the speech gives exactly 2 * frames
-    native 50 Hz steps (kernel 400, stride 320 samples)."""
-    g = torch.Generator().manual_seed(seed)
-    samples = int(frames / FPS * 16000) if ratio == 1 else 640 * frames + 80
-    audio = torch.randn(batch, samples, generator=g)
-    motion = template.unsqueeze(1) + 0.01 * torch.randn(batch, frames, template.shape[1], generator=g)
-    return audio, motion
 
 
 @pytest.mark.parametrize("ratio", [1, 2])

@@ -190,6 +190,7 @@ def _layout_ok(out: Path, names: list[str]) -> dict[str, np.ndarray]:
 
 
 @needs_espeak
+@pytest.mark.slow
 def test_make_dataset_layout_skip_and_determinism(tmp_path):
     from SynthTalk.corpus import DEVELOPMENT_TEXTS, EXTRA_TEXTS, generate, make_speakers, synthesize
 
@@ -258,6 +259,7 @@ def test_make_dataset_rejects_bad_flags(tmp_path):
 
 
 @needs_espeak
+@pytest.mark.slow
 def test_pretrain_speech_learns_phonemes_on_a_fixed_batch(one_thread):
     import torch
 
@@ -275,6 +277,7 @@ def test_pretrain_speech_learns_phonemes_on_a_fixed_batch(one_thread):
 
 
 @needs_espeak
+@pytest.mark.slow
 def test_pretrain_speech_writes_a_loadable_encoder(tmp_path, one_thread):
     import json
 

@@ -344,6 +344,7 @@ def log_rows(path: Path) -> list[dict]:
         return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_ends_with_the_same_checkpoints(dataset, tiny_wav2vec2, tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     done = run_main(*command(dataset, tiny_wav2vec2, whole, "--max_epoch", "3", "--ema", "0.5"))
@@ -404,6 +405,7 @@ runpy.run_path({main!r}, run_name="__main__")
 """
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_keep_identical_replicas(dataset, tiny_wav2vec2, tmp_path):
     launch = tmp_path / "launch.py"    # main.py, plus each rank saving its trained weights
     launch.write_text(LAUNCH.format(out=str(tmp_path), main=str(ROOT / "main.py")))
