@@ -20,7 +20,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ptalker.errors import UserError, print_user_error
-from ptalker.render import parse_resolution
+from ptalker.cli import parse_resolution
 
 ROOT = Path(__file__).resolve().parent
 # used when no model / no audio is named; relative to this folder
@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        from ptalker.inference import run_demo
+        from ptalker.demo_cli import run_demo
 
         run_demo(args, ROOT / BUNDLED_MODEL, ROOT / BUNDLED_WAV)
     except UserError as exc:

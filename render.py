@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ptalker.cli import parse_resolution
 from ptalker.datasets import resolve_dataset
 from ptalker.errors import UserError, print_user_error
 from ptalker.layout import load_vertices, split_result_stem
 from ptalker.mesh import find_template_mesh, read_mesh
-from ptalker.render import parse_resolution, render_sequence
+from ptalker.render_sequence import render_sequence
 
 
 def load_frames(path: Path, vertice_dim: int, what: str) -> np.ndarray:

@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ptalker.mesh import read_mesh  # noqa: E402
-from ptalker.render import default_workers, render_sequence, select_backend  # noqa: E402
+from ptalker.gl_context import select_backend  # noqa: E402
+from ptalker.render_sequence import default_workers, render_sequence  # noqa: E402
 from ptalker.video import open_video  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"

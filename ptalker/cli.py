@@ -58,6 +58,19 @@ def positive(text: str) -> float:
 positive.__name__ = "number"
 
 
+def parse_resolution(text: str) -> tuple[int, int]:
+    """`800` or `1024x768` -> (width, height)."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 16:
+        raise argparse.ArgumentTypeError(f"expected N or WxH (at least 16), got {text!r}")
+    return parts[0], parts[1]
+
+
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are the project's one `error: ...` line and status 2."""
 

@@ -46,7 +46,7 @@ def dataset(tmp_path_factory, tiny_wav2vec2) -> Path:
 
 @pytest.fixture(scope="module")
 def has_gl() -> bool:
-    from ptalker.render import select_backend
+    from ptalker.gl_context import select_backend
 
     try:
         select_backend()
@@ -209,14 +209,15 @@ def test_template_mesh(dataset, outputs, tmp_path):
 
 
 def test_render_failure_leaves_nothing(dataset, outputs, tmp_path, monkeypatch, capsys):
-    import ptalker.render
+    import ptalker.gl_context
+    import ptalker.render_sequence
 
     def broken(vertices, faces, out_path, *args, **kwargs):
         Path(out_path).write_bytes(b"half a video")
         raise UserError("ffmpeg could not write the video")
 
-    monkeypatch.setattr(ptalker.render, "select_backend", lambda: "egl")
-    monkeypatch.setattr(ptalker.render, "render_sequence", broken)
+    monkeypatch.setattr(ptalker.gl_context, "select_backend", lambda: "egl")
+    monkeypatch.setattr(ptalker.render_sequence, "render_sequence", broken)
     wav = write_speech(tmp_path / "speech.wav", 0.4, 16000)
     assert run_demo(dataset, outputs, "--wav_path", str(wav), "--export", "ply") == 2
     assert capsys.readouterr().err.strip() == "error: ffmpeg could not write the video"

@@ -15,7 +15,9 @@ import trimesh
 from conftest import ROOT, shared_file
 from ptalker.errors import UserError
 from ptalker.mesh import read_mesh, write_mesh
-from ptalker.render import BACKGROUND, MeshRenderer, render_sequence, select_backend
+from ptalker.gl_context import select_backend
+from ptalker.render_sequence import render_sequence
+from ptalker.renderer import BACKGROUND, MeshRenderer
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 BACKGROUND_RGB = np.array([round(255 * c) for c in BACKGROUND])
@@ -97,7 +99,7 @@ def test_tiny_mesh_and_side_by_side_panels():
 
 def test_osmesa_backend_renders():
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import numpy as np, trimesh;"
-            "from ptalker.render import MeshRenderer;"
+            "from ptalker.renderer import MeshRenderer;"
             "s = trimesh.creation.icosphere(subdivisions=1);"
             "r = MeshRenderer(s.faces, s.vertices, (32, 32)); print(int((r.render([s.vertices]) < 200).sum()))")
     run = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True, timeout=60,
