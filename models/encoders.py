@@ -156,10 +156,12 @@ class ClipHeads(nn.Module):
     def forward(self, audio_content: torch.Tensor, audio_style: torch.Tensor, motion_content: torch.Tensor,
                 motion_style: torch.Tensor) -> ClipSummaries:
         """Per-clip means (B, F), (B, style_dim), (B, F), (B, F) -> their projections, with the queue
-        before this batch as `negatives` (training only). Training pushes the batch into the queue."""
+        before this batch as `negatives` (training only). A training pass with gradients pushes the
+        batch into the queue; passes without (self-feeding's prediction of the past) leave it, so a
+        clip never meets its own summary among the negatives."""
         out = ClipSummaries(self.audio_content(audio_content), self.audio_style(audio_style),
                             self.motion_content(motion_content), self.motion_style(motion_style))
-        if self.training and self.queue.shape[1]:
+        if self.training and torch.is_grad_enabled() and self.queue.shape[1]:
             fresh = out.stacked().detach()[:, -self.queue.shape[1]:]                  # (4, B', F)
             out.negatives = self.queue[:, : int(min(self.queued, self.queue.shape[1]))].clone()
             self.queue.copy_(torch.cat([fresh, self.queue], dim=1)[:, : self.queue.shape[1]])

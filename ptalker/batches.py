@@ -5,6 +5,7 @@ import torch
 
 from models import PTalker
 from models.losses import compute_losses
+from models.ptalker import PTalkerOutput
 
 
 def one_hot(subjects: torch.Tensor, n_subjects: int) -> torch.Tensor:
@@ -33,7 +34,7 @@ def _lengths(batch: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
 
 
 def teacher_forced(model: PTalker, batch: dict, condition: torch.Tensor | None, fed_back: torch.Tensor | None,
-                   motion_style_only: torch.Tensor | None) -> dict[str, torch.Tensor]:
+                   motion_style_only: torch.Tensor | None) -> PTalkerOutput:
     """PTalker.forward on a collated batch (see batch_losses for the arguments)."""
     subjects = batch["subject"] if condition is None else condition
     return model(batch["audio"], batch["vertices"] if fed_back is None else fed_back, batch["template"],

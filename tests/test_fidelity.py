@@ -208,3 +208,19 @@ def test_a_checkpoint_of_the_earlier_network_is_refused_in_one_line(tmp_path):
         assert "earlier version" in str(exc) and "\n" not in str(exc)
     else:
         raise AssertionError("an earlier checkpoint was accepted")
+
+
+def test_self_feeding_queues_each_clip_once(tiny_wav2vec2):
+    """The self-feed pass predicts the past without gradients and leaves the InfoNCE queue alone, so
+    the trained pass never finds its own clips among the negatives."""
+    from ptalker.augmentation import TrainStep
+
+    model, template = make_model(tiny_wav2vec2)
+    audio, motion = torch.randn(2, RATE // 2), template.unsqueeze(1).repeat(2, 15, 1)
+    batch = {"audio": audio, "vertices": motion, "template": template.repeat(2, 1), "subject": torch.tensor([0, 1]),
+             "audio_lengths": torch.tensor([RATE // 2] * 2), "frame_lengths": torch.tensor([15, 15])}
+    step = TrainStep(model, None, self_feed=1.0).train()
+    step(batch)
+    assert int(model.clip_heads.queued) == 2
+    step(batch)
+    assert int(model.clip_heads.queued) == 4
