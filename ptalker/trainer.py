@@ -68,8 +68,9 @@ class TrainConfig:
              "must carry the speaker's style (default 0, as the original recipe: never)",
         type=fraction(one_allowed=True))
     val_metric: str = option(
-        "loss", "what picks the best checkpoint: the teacher-forced validation loss, or the lip vertex error of "
-                "generating the validation clips (slower, closer to the test)", choices=("loss", "lve"))
+        "loss", "what picks the best checkpoint: the teacher-forced validation reconstruction loss (rec, mouth, "
+                "vel), or the lip vertex error of generating the validation clips (slower, closer to the test)",
+        choices=("loss", "lve"))
     ema: float = option(
         0.0, "decay of an exponential moving average of the weights (e.g. 0.999), which validation, the best "
              "checkpoint and the test use (default 0, as the original recipe: no average)",
