@@ -149,8 +149,9 @@ class PTalker(nn.Module):
                 frame_lengths: torch.Tensor | None = None,
                 motion_style_only: torch.Tensor | None = None) -> PTalkerOutput:
         """Teacher-forced pass. audio (B, S), vertices (B, T, V*3), template (B, V*3),
-        one_hot (B, n_subjects) or None -> the prediction and the features the losses use. `motion_style_only` (B,) bool: clips decoded without the audio style, their
-        style coming from the motion alone (as in generation from a reference clip)."""
+        one_hot (B, n_subjects) or None -> the prediction and the features the losses use.
+        `motion_style_only` (B,) bool: clips decoded without the audio style, their style coming from
+        the motion alone (as in generation from a reference clip)."""
         B, T, _ = vertices.shape
         ctx = self.encode_audio(audio, T, audio_lengths, frame_lengths)
         if motion_style_only is not None and self.config.use_style:
