@@ -55,8 +55,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output_path", type=Path, default=ROOT / "demo" / "output",
                    help="folder of the videos and exported meshes")
     p.add_argument("--no_render", action="store_true", help="write the vertices only, no video")
-    p.add_argument("--export", choices=("ply", "obj"), default=None,
-                   help="also write the meshes to <output_path>/<stem>/frame_00000.<fmt> ...")
+    p.add_argument("--export", nargs="+", choices=("ply", "obj", "glb", "html", "arkit"), default=None,
+                   help="also write, to <output_path>: ply/obj: the meshes <stem>/frame_00000.<fmt> ...; "
+                        "glb: <stem>.glb (glTF morph animation) + <stem>.wav; html: <stem>.html, a page that "
+                        "plays it; arkit: ARKit blendshape weights <stem>_weights.csv + <stem>_rig.glb "
+                        "(SynthTalk faces); several may be given")
+    p.add_argument("--rig", default=None,
+                   help="a .glb mesh with named morph targets on the animated face's vertices: write its weights "
+                        "per frame, <stem>_weights.csv (Live Link Face layout) and <stem>_rig.glb")
+    p.add_argument("--rig_smoothing", type=float, default=0.0,
+                   help="temporal smoothing of the rig weights (0 = none; 0.1-1 calms jitter, adds lag)")
+    p.add_argument("--export_tolerance_mm", type=float, default=0.1,
+                   help="glb/html: the morph basis reproduces every vertex of every frame within this (mm)")
     p.add_argument("--resolution", type=parse_resolution, default=(800, 800), help="video size: N or WxH")
     p.add_argument("--batch_size", type=int, default=8, help="clips of equal length animated together")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")

@@ -16,3 +16,14 @@ if ! python -c "import torch" 2>/dev/null; then
   if command -v nvidia-smi >/dev/null; then pip install -q torch; else pip install -q torch==2.13.0; fi
 fi
 pip install -q -r requirements.txt
+# The Khronos glTF validator (web/package-lock.json) for the export tests; Debian ships npm apart from node.
+if command -v node >/dev/null; then
+  if ! command -v npm >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null
+  fi
+  installed='const p = (f) => require("./web/" + f); process.exit(p("node_modules/gltf-validator/package.json").version
+    === p("package-lock.json").packages["node_modules/gltf-validator"].version ? 0 : 1)'
+  if command -v npm >/dev/null && ! node -e "$installed" 2>/dev/null; then
+    (cd web && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+fi

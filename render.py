@@ -4,7 +4,8 @@
 
 renders every `<dataset>/result/*.npy` to `<dataset>/output/<stem>.mp4`, with the audio of
 `<dataset>/wav/<name>.wav` (a prediction `<name>_condition_<subject>.npy` takes `<name>.wav`) and
-the faces of `<dataset>/templates/*.ply`.
+the faces of `<dataset>/templates/*.ply`. `--format glb html` writes glTF animations and pages that
+play them instead of (or, with `mp4` too, beside) the videos; see docs/export.md.
 """
 from __future__ import annotations
 
@@ -51,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--antialias", action="store_true", help="4x multisampling: smoother edges, slower")
     parser.add_argument("--workers", type=int, default=None,
                         help="render threads, each with its own GL context; default: 2 if 2 cores")
+    parser.add_argument("--format", nargs="+", choices=("mp4", "glb", "html"), default=["mp4"],
+                        help="mp4: a video; glb: <stem>.glb (glTF morph animation) + <stem>.wav; html: <stem>.html, "
+                             "a page that plays it (with the ground truth beside it when "
+                             "<dataset>/vertices_npy/<name>.npy exists); several may be given")
+    parser.add_argument("--export_tolerance_mm", type=float, default=0.1,
+                        help="glb/html: every vertex of every frame within this of the prediction (mm)")
     args = parser.parse_args(argv)
     try:
         render_dataset(args)
@@ -90,8 +97,9 @@ def render_dataset(args: argparse.Namespace) -> None:
         if not wav.is_file():
             raise UserError(f"audio for {path.name} not found: {wav} (see --wav_path)")
         truth = None
-        if args.side_by_side or args.heatmap:
-            truth_path = folder / "vertices_npy" / f"{name}.npy"
+        truth_path = folder / "vertices_npy" / f"{name}.npy"
+        page_truth = "html" in args.format and truth_path.is_file()
+        if args.side_by_side or args.heatmap or page_truth:
             truth = load_frames(truth_path, vertice_dim, "ground truth")[::preset.capture_stride]
             if len(truth) != len(prediction):
                 frames = min(len(truth), len(prediction))
@@ -101,11 +109,33 @@ def render_dataset(args: argparse.Namespace) -> None:
         jobs.append((path, prediction, truth, wav))
 
     for path, prediction, truth, wav in jobs:
+        if set(args.format) - {"mp4"}:
+            export_result(path.stem, prediction, faces, fps, output_dir, wav, truth, args)
+        if "mp4" not in args.format:
+            continue
         out = render_sequence(prediction, faces, output_dir / f"{path.stem}.mp4", fps, audio_path=wav,
                               gt=truth, heatmap=args.heatmap, heatmap_max=args.heatmap_max,
                               side_by_side=args.side_by_side, resolution=args.resolution,
                               antialias=args.antialias, workers=args.workers)
         print(f"wrote {out}")
+
+
+def export_result(stem: str, prediction: np.ndarray, faces: np.ndarray, fps: float, output_dir: Path, wav: Path,
+                  truth: np.ndarray | None, args: argparse.Namespace) -> None:
+    """--format glb / html of one prediction (T, V*3), all files or none."""
+    import contextlib
+
+    from ptalker.export import ExportOptions, export_animation
+
+    formats = [f for f in args.format if f != "mp4"]
+    with contextlib.ExitStack() as stack:
+        done = export_animation(stack, stem, np.asarray(prediction), faces, fps, output_dir, formats,
+                                ExportOptions(tolerance_mm=args.export_tolerance_mm), audio_path=wav,
+                                truth=truth if "html" in formats else None)
+    for path in done.files:
+        print(f"wrote {path}")
+    for note in done.notes:
+        print(f"  {note}")
 
 
 if __name__ == "__main__":

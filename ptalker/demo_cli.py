@@ -115,6 +115,7 @@ def run_demo(args, bundled_model: Path, bundled_wav: Path) -> list[ClipOutputs]:
         if reference is None:
             raise UserError("--reference_subject names whose face --reference_motion was recorded on: give both")
         reference = animator.retarget(reference, animator.template(args.reference_subject), template)
+    rig, export_options = _export_setup(args, animator, template)
     render = not args.no_render
     if render:
         from .gl_context import select_backend
@@ -126,7 +127,24 @@ def run_demo(args, bundled_model: Path, bundled_wav: Path) -> list[ClipOutputs]:
         style = f"reference motion {args.reference_motion}" + (f" + {style}" if condition else "")
     print(f"checkpoint {checkpoint} loaded in {load_seconds:.2f} s on {animator.device} "
           f"({animator.fps} fps); style: {style}; face: {subject}")
-    return _animate_clips(args, animator, files, clips, template, condition, reference, render)
+    return _animate_clips(args, animator, files, clips, template, condition, reference, render,
+                          (rig, export_options))
+
+
+def _export_setup(args, animator: Animator, template: np.ndarray):
+    """--rig / --export arkit / --export_tolerance_mm -> (the rig or None, ExportOptions), checked before
+    any clip is animated: a bad rig fails the run at once."""
+    from .export import ExportOptions, load_export_rig
+    from .rig import check_vertices
+
+    options = ExportOptions(rig=getattr(args, "rig", None),
+                            tolerance_mm=getattr(args, "export_tolerance_mm", 0.1),
+                            smoothing=getattr(args, "rig_smoothing", 0.0))
+    options.check()
+    rig = load_export_rig(list(args.export or []), options, template, animator.faces)
+    if rig is not None:
+        check_vertices(rig, animator.num_vertices)
+    return rig, options
 
 
 def _require_bundled_files(args, bundled_model: Path, bundled_wav: Path) -> None:
@@ -155,7 +173,7 @@ def _face(args, animator: Animator, condition: str | None) -> tuple[str, np.ndar
 
 
 def _animate_clips(args, animator: Animator, files: list[Path], clips: list[np.ndarray], template: np.ndarray,
-                   condition: str | None, reference, render: bool) -> list[ClipOutputs]:
+                   condition: str | None, reference, render: bool, exporting=(None, None)) -> list[ClipOutputs]:
     """Animate the clips in batches of similar length and write each one's outputs, printing timings."""
     written: list[ClipOutputs] = []
     totals = dict(audio=0.0, inference=0.0, render=0.0)
@@ -165,7 +183,8 @@ def _animate_clips(args, animator: Animator, files: list[Path], clips: list[np.n
         inference = (time.perf_counter() - started) / len(group)   # a batch's time, shared by its clips
         for i, vertices in zip(group, predictions):
             out = write_clip(files[i].stem, vertices, animator.faces, animator.fps, args.result_path,
-                             args.output_path, files[i], render, args.export, template, args.resolution)
+                             args.output_path, files[i], render, args.export, template, args.resolution,
+                             export_options=exporting[1], rig=exporting[0])
             seconds = len(clips[i]) / SAMPLE_RATE
             totals["audio"] += seconds
             totals["inference"] += inference
@@ -189,3 +208,7 @@ def _print_clip(name: str, out: ClipOutputs, seconds: float, frames: int, infere
             print(f"  wrote {path}")
     if out.meshes is not None:
         print(f"  wrote {out.mesh_count} meshes to {out.meshes}")
+    for path in out.exports:
+        print(f"  wrote {path}")
+    for note in out.notes:
+        print(f"  {note}")

@@ -25,7 +25,9 @@ from .fileio import atomic_folder, atomic_path
 from .layout import load_vertices
 
 MIN_SAMPLES = 400        # the speech models' convolutional front end spans 25 ms at 16 kHz
-EXPORT_FORMATS = ("ply", "obj")
+MESH_FORMATS = ("ply", "obj")
+# mesh sequences, then animations (see ptalker/export.py): glTF, the HTML player, ARKit weights
+EXPORT_FORMATS = MESH_FORMATS + ("glb", "html", "arkit")
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -160,8 +162,8 @@ def export_meshes(folder: str | os.PathLike, vertices: np.ndarray, faces: np.nda
     """A sequence (T, V*3) -> folder/frame_00000.<fmt> ...; returns the number of files."""
     from .mesh import write_mesh
 
-    if fmt not in EXPORT_FORMATS:
-        raise UserError(f"mesh export format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    if fmt not in MESH_FORMATS:
+        raise UserError(f"mesh export format must be one of {', '.join(MESH_FORMATS)}, got {fmt!r}")
     frames = np.asarray(vertices).reshape(len(vertices), -1, 3)
     for t, frame in enumerate(frames):
         write_mesh(Path(folder) / f"frame_{t:05d}.{fmt}", frame, faces)
@@ -175,23 +177,38 @@ class ClipOutputs:
     meshes: Path | None = None
     mesh_count: int = 0
     render_seconds: float = 0.0
+    exports: list[Path] = field(default_factory=list)   # glb / wav / html / rig weights files
+    notes: list[str] = field(default_factory=list)      # what the exports measured (basis size, rig residual)
 
 
 def write_clip(stem: str, vertices: np.ndarray, faces: np.ndarray, fps: float, result_dir: str | os.PathLike,
                output_dir: str | os.PathLike, audio_path: str | os.PathLike | None = None, render: bool = True,
-               export: str | None = None, template: np.ndarray | None = None,
-               resolution: tuple[int, int] = (800, 800)) -> ClipOutputs:
-    """Write result_dir/<stem>.npy, output_dir/<stem>.mp4 (with the speech) and output_dir/<stem>/
-    frame_*.<export>. Everything is staged in temp files and moved into place only when all of it
+               export: str | list[str] | None = None, template: np.ndarray | None = None,
+               resolution: tuple[int, int] = (800, 800), export_options=None, rig=None) -> ClipOutputs:
+    """Write result_dir/<stem>.npy, output_dir/<stem>.mp4 (with the speech), output_dir/<stem>/
+    frame_*.<ply|obj> and the animation exports of ptalker/export.py (export: one format or several;
+    rig: a preloaded ptalker.rig.Rig; export_options: an ExportOptions). Everything is staged in temp files and moved into place only when all of it
     succeeded, so a failed render leaves no prediction behind either."""
     vertices = np.ascontiguousarray(vertices, dtype=np.float32).reshape(len(vertices), -1)
     out = ClipOutputs(npy=Path(result_dir) / f"{stem}.npy")
     with contextlib.ExitStack() as stack:
         with open(stack.enter_context(atomic_path(out.npy)), "wb") as f:
             np.save(f, vertices)
-        if export is not None:
+        formats = [export] if isinstance(export, str) else list(export or [])
+        unknown = sorted(set(formats) - set(EXPORT_FORMATS))
+        if unknown:
+            raise UserError(f"export format must be among {', '.join(EXPORT_FORMATS)}, got {', '.join(unknown)}")
+        mesh_formats = [f for f in MESH_FORMATS if f in formats]
+        if mesh_formats:
             out.meshes = Path(output_dir) / stem
-            out.mesh_count = export_meshes(stack.enter_context(atomic_folder(out.meshes)), vertices, faces, export)
+            folder = stack.enter_context(atomic_folder(out.meshes))
+            out.mesh_count = sum(export_meshes(folder, vertices, faces, f) for f in mesh_formats)
+        if rig is not None or set(formats) - set(MESH_FORMATS):
+            from .export import ExportOptions, export_animation
+
+            done = export_animation(stack, stem, vertices, faces, fps, output_dir, formats,
+                                    export_options or ExportOptions(), audio_path, template, rig=rig)
+            out.exports, out.notes = done.files, done.notes
         if render:
             from .render_sequence import render_sequence
 
