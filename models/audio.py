@@ -62,6 +62,8 @@ class SpeechEncoder(nn.Module):
         self.model = model
         self.ratio = ratio
         self.hidden_size = model.config.hidden_size
+        # samples one ~50 Hz step reads (400) and between steps (320), for callers that cut audio
+        self.field, self.stride, _ = conv_geometry(list(model.config.conv_kernel), list(model.config.conv_stride), 0)
         # The CNN stays frozen, as in the paper. HF's own switch also stops the encoder from marking
         # its output as requiring grad, which would otherwise run the CNN's backward for nothing.
         model.feature_extractor._freeze_parameters()
@@ -89,7 +91,9 @@ class SpeechEncoder(nn.Module):
         for i, c in enumerate(clips):
             conv[i, :, : c.shape[1]] = c
         projected = self._project(conv)
-        valid = torch.arange(conv.shape[2], device=audio.device) < torch.tensor(steps, device=audio.device)[:, None]
+        # from the host without waiting: torch.tensor(steps, device=gpu) would wait for the GPU
+        valid = torch.arange(conv.shape[2]) < torch.tensor(steps)[:, None]
+        valid = valid.to(audio.device, non_blocking=True)
         if all(len(self.windows(n, s / SAMPLE_RATE)) == 1 for s, n in zip(samples, steps)):
             out = self.model.encoder(projected, attention_mask=valid).last_hidden_state
         else:   # a clip long enough for windows: each on its own

@@ -34,6 +34,8 @@ class PTalkerConfig:
     audio_frames_per_frame: int = 1       # 1: features interpolated to the frame count; 2: BIWI pairs
     motion_scale: float = 1.0             # RMS of the training offsets, in mesh units: the network's unit
     decoder_layers: int = 6
+    attention_window: int = 600           # frames each self-attention looks back (the query's own
+                                          # included): bounds generation's memory at any length
     decoder_heads: int = 4
     motion_conv_layers: int = 6
     motion_layers: int = 6                # transformer layers of each motion encoder (width 2F)

@@ -45,10 +45,14 @@ class AudioStyleEncoder(nn.Module):
         self.frames = nn.Linear(hidden, style_dim)
         self.to_decoder = nn.Linear(style_dim, dim)
 
-    def forward(self, features: torch.Tensor, ratio: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """features (B, ratio*T, hidden) -> (decoder style (B, T, F), frame styles (B, ratio*T, style_dim))."""
+    def forward(self, features: torch.Tensor, ratio: int, floor: torch.Tensor | None = None):
+        """features (B, ratio*T, hidden) -> (decoder style (B, T, F), frame styles (B, ratio*T, style_dim),
+        running maximum (B, T, hidden)). `floor` (B, hidden): the maximum of earlier speech, when the
+        features continue it (a stream encoded window by window)."""
         pooled = features.cummax(dim=1).values[:, ratio - 1::ratio]    # max up to each frame's last audio step
-        return self.to_decoder(self.code(pooled)), self.frames(features)
+        if floor is not None:
+            pooled = torch.maximum(pooled, floor.unsqueeze(1))
+        return self.to_decoder(self.code(pooled)), self.frames(features), pooled
 
 
 class SpatialEncoder(nn.Module):
@@ -101,18 +105,18 @@ class MotionEncoder(nn.Module):
     InstanceNorm over time for content, which would let later frames change earlier ones)."""
 
     def __init__(self, dim: int, conv_layers: int, layers: int, heads: int, period: int,
-                 dropout: float, affine: bool):
+                 dropout: float, affine: bool, window: int):
         super().__init__()
         self.convs = nn.ModuleList([CausalConvBlock(dim, affine) for _ in range(conv_layers)])
         self.norm = nn.LayerNorm(dim, elementwise_affine=affine)
         self.up = nn.Linear(dim, 2 * dim)
         self.ppe = PeriodicPositionalEncoding(2 * dim, period, dropout)
-        self.blocks = nn.ModuleList([TransformerBlock(2 * dim, heads, 3 * dim, period, dropout)
+        self.blocks = nn.ModuleList([TransformerBlock(2 * dim, heads, 3 * dim, period, dropout, window)
                                      for _ in range(layers)])
         self.down = nn.Linear(2 * dim, dim)
 
-    def forward(self, x: torch.Tensor, t0: int = 0, cache: dict | None = None) -> torch.Tensor:
-        """x (B, T, F) -> (B, T, F); with `cache`, continues from the frames seen before."""
+    def forward(self, x: torch.Tensor, t0: int | torch.Tensor = 0, cache: dict | None = None) -> torch.Tensor:
+        """x (B, T, F) -> (B, T, F); with `cache`, the one frame t0 after the frames seen before."""
         caches = cache.setdefault("layers", [{} for _ in range(len(self.convs) + len(self.blocks))]) \
             if cache is not None else [None] * (len(self.convs) + len(self.blocks))
         for conv, c in zip(self.convs, caches):

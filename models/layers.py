@@ -3,6 +3,9 @@ with a key/value cache, causal convolutions, the graph attention layer and gradi
 
 Every sequence layer takes `t0`, the absolute index of its first input frame, and an optional
 `cache` (a dict it owns), so the same code runs a whole sequence at once or one frame at a time.
+One frame at a time, `t0` is a 0-dim long tensor and every cache is a fixed-shape tensor updated
+in place: a step is then the same kernels on the same buffers at every frame, which a CUDA graph
+can capture and a compiler can fuse.
 """
 from __future__ import annotations
 
@@ -38,12 +41,10 @@ class PeriodicPositionalEncoding(nn.Module):
         self.register_buffer("table", periodic_encoding(dim, period), persistent=False)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, t0: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t0: int | torch.Tensor = 0) -> torch.Tensor:
         """x (B, T, D) -> (B, T, D), frame i at absolute position t0 + i."""
-        if x.shape[1] == 1:   # one frame at a time (cached decoding): a table row, no index tensor
-            return self.dropout(x + self.table[t0 % self.period])
-        index = torch.arange(t0, t0 + x.shape[1], device=x.device) % self.period
-        return self.dropout(x + self.table[index])
+        index = (torch.arange(x.shape[1], device=x.device) + t0) % self.period
+        return self.dropout(x + self.table.index_select(0, index))
 
 
 def alibi_slopes(heads: int) -> torch.Tensor:
@@ -52,14 +53,21 @@ def alibi_slopes(heads: int) -> torch.Tensor:
 
 
 def periodic_causal_bias(slopes: torch.Tensor, queries: int, keys: int, period: int,
-                         t0: int = 0) -> torch.Tensor:
+                         t0: int = 0, window: int | None = None) -> torch.Tensor:
     """Biased causal mask -> (H, queries, keys): -m_h * floor((i - j) / p) for key j <= query i,
-    -inf for future keys. Queries sit at absolute positions t0 .. t0+queries-1, keys at 0 .. keys-1."""
+    -inf for future keys and for keys `window` or more frames back. Queries sit at absolute
+    positions t0 .. t0+queries-1, keys at 0 .. keys-1."""
     i = torch.arange(t0, t0 + queries, device=slopes.device).unsqueeze(1)
     j = torch.arange(keys, device=slopes.device).unsqueeze(0)
-    distance = torch.div(i - j, period, rounding_mode="floor").to(slopes.dtype)
-    bias = -slopes.view(-1, 1, 1) * distance
-    return bias.masked_fill((j > i).unsqueeze(0), float("-inf"))
+    return distance_bias(slopes, i - j, period, window)
+
+
+def distance_bias(slopes: torch.Tensor, distance: torch.Tensor, period: int, window: int | None) -> torch.Tensor:
+    """Query-key distances (..., keys) in frames -> the periodic ALiBi bias (H, ..., keys), -inf
+    where the key is in the future (distance < 0) or out of the window (distance >= window)."""
+    bias = -slopes.view(-1, *[1] * distance.dim()) * torch.div(distance, period, rounding_mode="floor").to(slopes.dtype)
+    hidden = distance < 0 if window is None else (distance < 0) | (distance >= window)
+    return bias.masked_fill(hidden.unsqueeze(0), float("-inf"))
 
 
 def alignment_mask(frames: int, audio_frames: int, ratio: int) -> torch.Tensor:
@@ -73,65 +81,68 @@ def alignment_mask(frames: int, audio_frames: int, ratio: int) -> torch.Tensor:
 def causal_mean(x: torch.Tensor, running: dict | None = None) -> torch.Tensor:
     """Mean over time up to and including each frame: x (B, T, D) -> (B, T, D).
 
-    With `running` (a dict holding 'sum' and 'count'), continues the mean of earlier calls."""
+    With `running` (a dict holding 'sum' (B, 1, D) and 'count' (1, 1, 1)), continues the mean of
+    earlier calls and updates them in place."""
     total = x.cumsum(dim=1)
     count = torch.arange(1, x.shape[1] + 1, device=x.device, dtype=x.dtype).view(1, -1, 1)
     if running is not None:
-        if "sum" in running:
-            total = total + running["sum"]
-            count = count + running["count"]
-        running["sum"] = total[:, -1:]
-        running["count"] = count[:, -1:]
+        if "sum" not in running:
+            running["sum"], running["count"] = x.new_zeros(x.shape[0], 1, x.shape[2]), x.new_zeros(1, 1, 1)
+        total = total + running["sum"]
+        count = count + running["count"]
+        running["sum"].copy_(total[:, -1:])
+        running["count"].copy_(count[:, -1:])
     return total / count
 
 
 # --------------------------------------------------------------------------- attention
 
-def append_to_cache(cache: dict, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Appends keys/values (B, H, T, d) along time to the cache's buffers -> all of them so far.
+class RingCache:
+    """Keys and values of the last `window` frames in fixed buffers (B, H, window, d): frame t goes
+    to slot t mod window, and `frame` records each slot's absolute frame (-1 while empty). Memory
+    stays that of the window for any length, and every step touches the same buffers."""
 
-    The buffers grow by doubling, so appending one frame at a time costs amortised O(1) copies
-    instead of re-copying the whole past every frame."""
-    length = cache.get("length", 0)
-    end = length + k.shape[2]
-    if "k" not in cache or end > cache["k"].shape[2]:
-        capacity = max(64, end, 2 * length)
-        for name, new in (("k", k), ("v", v)):
-            buffer = new.new_empty(*new.shape[:2], capacity, new.shape[3])
-            if length:
-                buffer[:, :, :length] = cache[name][:, :, :length]
-            cache[name] = buffer
-    cache["k"][:, :, length:end] = k
-    cache["v"][:, :, length:end] = v
-    cache["length"] = end
-    return cache["k"][:, :, :end], cache["v"][:, :, :end]
+    def __init__(self, like: torch.Tensor, window: int):
+        B, H, _, d = like.shape
+        self.k = like.new_zeros(B, H, window, d)
+        self.v = like.new_zeros(B, H, window, d)
+        self.frame = torch.full((window,), -1, dtype=torch.long, device=like.device)
+
+    def write(self, t: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Frame t's (0-dim long tensor) keys and values (B, H, 1, d) -> its slot."""
+        slot = (t % self.frame.shape[0]).view(1)
+        self.k.index_copy_(2, slot, k)
+        self.v.index_copy_(2, slot, v)
+        self.frame.index_copy_(0, slot, t.view(1))
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.k, self.v, self.frame]
 
 
 class BiasedSelfAttention(nn.Module):
-    """Multi-head causal self-attention with the periodic ALiBi bias; caches keys and values."""
+    """Multi-head causal self-attention with the periodic ALiBi bias over the last `window` frames
+    (the query's own included); caches keys and values one frame at a time."""
 
-    def __init__(self, dim: int, heads: int, period: int, dropout: float):
+    def __init__(self, dim: int, heads: int, period: int, dropout: float, window: int):
         super().__init__()
-        self.heads, self.period, self.dropout = heads, period, dropout
+        self.heads, self.period, self.dropout, self.window = heads, period, dropout, window
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
         self.register_buffer("slopes", alibi_slopes(heads), persistent=False)
 
-    def forward(self, x: torch.Tensor, t0: int = 0, cache: dict | None = None) -> torch.Tensor:
-        """x (B, T, D) -> (B, T, D)."""
+    def forward(self, x: torch.Tensor, t0: int | torch.Tensor = 0, cache: dict | None = None) -> torch.Tensor:
+        """x (B, T, D) -> (B, T, D). With `cache`, x is the one frame t0 (a 0-dim long tensor)."""
         B, T, D = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-        if cache is not None:
-            k, v = append_to_cache(cache, k, v)
-        L = k.shape[2]
-        if cache is not None and T == 1:   # one new frame: its bias row depends only on distances
-            table = cache.get("bias")
-            if table is None or table.shape[-1] < L:
-                size = max(64, 2 * L)     # the row of the last query of `size` keys, distances size-1..0
-                cache["bias"] = table = periodic_causal_bias(self.slopes, 1, size, self.period, t0=size - 1)
-            bias = table[..., table.shape[-1] - L:]
+        if cache is None:
+            bias = periodic_causal_bias(self.slopes, T, T, self.period, window=self.window)
         else:
-            bias = periodic_causal_bias(self.slopes, T, L, self.period, t0=L - T)
+            ring = cache.get("ring") or cache.setdefault("ring", RingCache(k, self.window))
+            ring.write(t0, k, v)
+            # empty slots hold frame -1: a distance past the window, so they are masked too
+            distance = torch.where(ring.frame < 0, self.window, t0 - ring.frame)
+            bias = distance_bias(self.slopes, distance.view(1, -1), self.period, self.window)
+            k, v = ring.k, ring.v
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(B, T, D))
@@ -157,16 +168,15 @@ class AlignedCrossAttention(nn.Module):
         k, v = self.kv(memory).view(B, S, 2, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
         return k, v
 
-    def forward(self, x: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor],
-                t0: int = 0) -> torch.Tensor:
-        """x (B, T, D), memory keys/values (B, H, S, D/H) -> (B, T, D)."""
+    def forward(self, x: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """x (B, T, D), memory keys/values (B, H, S, D/H) -> (B, T, D). Aligned, the memory is the
+        queries' own audio frames (S = ratio * T); unaligned, all of the clip's."""
         B, T, D = x.shape
         q = self.q(x).view(B, T, self.heads, D // self.heads).transpose(1, 2)   # (B, H, T, d)
         k, v = memory_kv
         if self.aligned:
-            r = self.ratio
-            k = k[:, :, r * t0: r * (t0 + T)].reshape(B, self.heads, T, r, -1)
-            v = v[:, :, r * t0: r * (t0 + T)].reshape(B, self.heads, T, r, -1)
+            k = k.reshape(B, self.heads, T, self.ratio, -1)
+            v = v.reshape(B, self.heads, T, self.ratio, -1)
             scores = torch.einsum("bhtd,bhtrd->bhtr", q, k) / math.sqrt(q.shape[-1])
             weights = F.dropout(scores.softmax(-1), self.dropout, self.training)
             y = torch.einsum("bhtr,bhtrd->bhtd", weights, v)
@@ -184,10 +194,10 @@ class TransformerBlock(nn.Module):
     """Post-norm transformer layer (as torch.nn.Transformer*Layer): biased causal self-attention,
     optional aligned cross-attention to audio, feed-forward."""
 
-    def __init__(self, dim: int, heads: int, ff: int, period: int, dropout: float,
+    def __init__(self, dim: int, heads: int, ff: int, period: int, dropout: float, window: int,
                  cross_ratio: int | None = None, aligned: bool = True):
         super().__init__()
-        self.self_attn = BiasedSelfAttention(dim, heads, period, dropout)
+        self.self_attn = BiasedSelfAttention(dim, heads, period, dropout, window)
         self.norm1 = nn.LayerNorm(dim)
         self.cross_attn = None
         if cross_ratio is not None:
@@ -197,12 +207,12 @@ class TransformerBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, t0: int = 0, cache: dict | None = None,
+    def forward(self, x: torch.Tensor, t0: int | torch.Tensor = 0, cache: dict | None = None,
                 memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """x (B, T, D) -> (B, T, D)."""
         x = self.norm1(x + self.drop(self.self_attn(x, t0, cache)))
         if self.cross_attn is not None:
-            x = self.norm2(x + self.drop(self.cross_attn(x, memory_kv, t0)))
+            x = self.norm2(x + self.drop(self.cross_attn(x, memory_kv)))
         return self.norm3(x + self.drop(self.ff(x)))
 
 
@@ -223,13 +233,11 @@ class CausalConvBlock(nn.Module):
     def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         """x (B, T, D) -> (B, T, D); `cache['past']` holds the last kernel-1 inputs."""
         x = x.transpose(1, 2)
-        if cache is not None and "past" in cache:
-            past = cache["past"]
-        else:
-            past = x.new_zeros(x.shape[0], x.shape[1], self.kernel - 1)
+        past = x.new_zeros(x.shape[0], x.shape[1], self.kernel - 1) if cache is None \
+            else cache.setdefault("past", x.new_zeros(x.shape[0], x.shape[1], self.kernel - 1))
         x = torch.cat([past, x], dim=2)
         if cache is not None:
-            cache["past"] = x[:, :, -(self.kernel - 1):]
+            past.copy_(x[:, :, -(self.kernel - 1):])
         return F.relu(self.norm(self.conv(x).transpose(1, 2)))
 
 
@@ -336,6 +344,28 @@ class _GraphSoftmaxAggregate(torch.autograd.Function):
         return grad_src, graph.segment_sum(grad_logits), grad_h.view(N, H, V, D), None, None
 
 
+GATHER_FRAMES = 8   # up to this many frames, inference aggregates by gathers instead of sparse products
+
+
+def _softmax_aggregate_gathered(score_src: torch.Tensor, score_dst: torch.Tensor, h: torch.Tensor,
+                                graph: MeshGraph, slope: float) -> torch.Tensor:
+    """_GraphSoftmaxAggregate's forward by gathers and index_add, materialising the per-edge
+    messages (E, N, H, D): score_src, score_dst (V, N, H), h (N, H, V, D) -> (N, H, V, D).
+
+    The softmax shift is LeakyReLU(max score_src + score_dst[v]), which bounds every logit into v
+    (LeakyReLU is increasing), so no per-vertex maximum is needed; it would underflow only if the
+    source scores spread over more than ~80, far from what the layer computes."""
+    N, H, V, D = h.shape
+    src, dst = graph.src, graph.dst
+    logits = F.leaky_relu(score_src.index_select(0, src) + score_dst.index_select(0, dst), slope)  # (E, N, H)
+    bound = F.leaky_relu(score_src.amax(dim=0, keepdim=True) + score_dst, slope)                 # (V, N, H)
+    weights = (logits - bound.index_select(0, dst)).exp()
+    total = torch.zeros_like(score_dst).index_add_(0, dst, weights)
+    messages = h.permute(2, 0, 1, 3).index_select(0, src) * weights.unsqueeze(-1)            # (E, N, H, D)
+    out = messages.new_zeros(V, N, H, D).index_add_(0, dst, messages) / total.unsqueeze(-1)
+    return out.permute(1, 2, 0, 3)
+
+
 class GraphAttention(nn.Module):
     """One multi-head graph attention layer (GAT) over a fixed MeshGraph: each vertex attends over
     its incoming edges with softmax(LeakyReLU(a_src . W h_src + a_dst . W h_dst))."""
@@ -363,8 +393,11 @@ class GraphAttention(nn.Module):
         score_src, score_dst = scores.split(H, dim=-1)
         dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
         with torch.autocast(x.device.type, enabled=False):   # sparse kernels want full precision
-            out = _GraphSoftmaxAggregate.apply(score_src.to(dtype).contiguous(), score_dst.to(dtype).contiguous(),
-                                               h.to(dtype).transpose(1, 2).contiguous(), graph, 0.2)
+            inputs = (score_src.to(dtype).contiguous(), score_dst.to(dtype).contiguous(),
+                      h.to(dtype).transpose(1, 2).contiguous(), graph, 0.2)
+            # a few frames without gradients (generation): plain gathers, fewer and cheaper kernels
+            gathered = not torch.is_grad_enabled() and N <= GATHER_FRAMES
+            out = _softmax_aggregate_gathered(*inputs) if gathered else _GraphSoftmaxAggregate.apply(*inputs)
         out = out.transpose(1, 2).to(x.dtype)                                       # (N, V, H, D)
         out = out.reshape(N, V, H * D) if self.concat else out.mean(dim=2)
         return out + self.bias

@@ -12,13 +12,21 @@ area or in millimetres. Orthogonality is a per-step mean, so it does not grow wi
 With padded batches every term is computed per clip on its valid frames and averaged over clips,
 so a batch of equal-length clips gives the mean of their single-clip losses (InfoNCE excepted:
 other clips add negatives).
+
+Every term is computed in float32, also under autocast: the orthogonality product sums over up to
+2T steps without normalisation and the KL divides variances, both beyond float16's range or
+bfloat16's precision. Frame lengths and subject ids are best given as CPU tensors: the per-clip
+slicing reads them as Python ints, which for a GPU tensor would wait for the GPU.
 """
 from __future__ import annotations
+
+from dataclasses import fields, replace
 
 import torch
 import torch.nn.functional as F
 
 from .config import PTalkerConfig
+from .encoders import ClipSummaries
 from .ptalker import PTalkerOutput
 
 
@@ -34,8 +42,10 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, lengths: list[int]) -> 
     T = pred.shape[1]
     if all(t == T for t in lengths):
         return F.mse_loss(pred, target)
-    counts = torch.tensor(lengths, device=pred.device, dtype=pred.dtype)
-    valid = torch.arange(T, device=pred.device).unsqueeze(0) < counts.unsqueeze(1)       # (B, T)
+    # built on the host and copied without waiting: torch.tensor(..., device=gpu) would block
+    counts = torch.tensor(lengths, dtype=pred.dtype)
+    valid = torch.arange(T).unsqueeze(0) < counts.unsqueeze(1)                          # (B, T)
+    counts, valid = (x.to(pred.device, non_blocking=True) for x in (counts, valid))
     per_frame = F.mse_loss(pred, target, reduction="none").mean(-1)                    # (B, T)
     return ((per_frame * valid).sum(1) / counts).mean()
 
@@ -94,12 +104,41 @@ def gaussian_kl(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-5) -> torch.Te
     return 0.5 * (torch.log(var_b / var_a) + (var_a + (mu_a - mu_b) ** 2) / var_b - 1).sum()
 
 
+def _float32(out: PTalkerOutput) -> PTalkerOutput:
+    """`out` with its tensors in float32 (under autocast the features come in bf16/fp16)."""
+    def cast(x):
+        return x if x is None else x.float()
+    clips = out.clips if out.clips is None else replace(
+        out.clips, **{f.name: cast(getattr(out.clips, f.name)) for f in fields(ClipSummaries)})
+    return replace(out, **{f.name: cast(getattr(out, f.name)) for f in fields(PTalkerOutput) if f.name != "clips"},
+                   clips=clips)
+
+
 def compute_losses(out: PTalkerOutput, target: torch.Tensor, config: PTalkerConfig, subject_ids: torch.Tensor | None,
                    lip_ids: torch.Tensor | None, frame_lengths: torch.Tensor | None = None,
                    contrast_scale: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """out: PTalker.forward's output; target (B, T, V*3); subject_ids (B,) speaker index or -1 when
-    not a training speaker; lip_ids (L,) vertex ids. Returns every term, `reconstruction` (the
-    weighted rec + mouth + vel: what validation scores) and `total`."""
+    not a training speaker; lip_ids (L,) vertex ids; frame_lengths (B,) of a padded batch. Returns
+    every term in float32, `reconstruction` (the weighted rec + mouth + vel: what validation
+    scores) and `total`."""
+    with torch.autocast(out.vertices.device.type, enabled=False):
+        return _terms(_float32(out), target.float(), config, subject_ids, lip_ids, frame_lengths, contrast_scale)
+
+
+def _adversary(logits: torch.Tensor, subject_ids: torch.Tensor) -> torch.Tensor | None:
+    """Speaker classification loss of the clips of training speakers; None when there is none.
+    With host ids and every speaker known (training), nothing waits for the GPU."""
+    known = subject_ids >= 0
+    if bool(known.all()):
+        return F.cross_entropy(logits, subject_ids.to(logits.device, non_blocking=True))
+    if not bool(known.any()):
+        return None
+    return F.cross_entropy(logits[known.to(logits.device)], subject_ids[known].to(logits.device))
+
+
+def _terms(out: PTalkerOutput, target: torch.Tensor, config: PTalkerConfig, subject_ids: torch.Tensor | None,
+           lip_ids: torch.Tensor | None, frame_lengths: torch.Tensor | None,
+           contrast_scale: torch.Tensor | None) -> dict[str, torch.Tensor]:
     w, pred = config.losses, out.vertices
     B, T, _ = pred.shape
     lengths = _per_clip(frame_lengths, B, T)
@@ -122,9 +161,9 @@ def compute_losses(out: PTalkerOutput, target: torch.Tensor, config: PTalkerConf
         queued = [None] * 4 if clips.negatives is None else clips.negatives
         terms["infonce_audio"] = info_nce(clips.audio_content, clips.audio_style, queued[0], queued[1])
         terms["infonce_motion"] = info_nce(clips.motion_content, clips.motion_style, queued[2], queued[3])
-        if subject_ids is not None and (subject_ids >= 0).any():
-            known = subject_ids >= 0
-            terms["adv"] = F.cross_entropy(out.speaker_logits[known], subject_ids[known])
+        adv = None if subject_ids is None else _adversary(out.speaker_logits, subject_ids)
+        if adv is not None:
+            terms["adv"] = adv
     if config.use_feature_alignment and w.contrastive:
         per_frame = [a.view(a.shape[0] // r, r, -1).mean(1) for a in audio]   # audio steps -> frames
         terms["topk"] = torch.stack([topk_contrast(a, m, contrast_scale, config.topk_ratio)

@@ -16,12 +16,14 @@ The network reads and writes offsets in units of the training data's offset scal
 area (BIWI) or millimetres, and so do its losses (see losses.py).
 
 Everything after the speech encoder is causal in time, so teacher-forced training, full
-recomputation and cached one-frame-at-a-time generation give the same frames.
+recomputation and cached one-frame-at-a-time generation give the same frames. One frame at a time,
+the decoder runs `decode_step` on a DecodeState (decoding.py) of fixed-shape buffers, eagerly or as
+a captured / compiled step.
 """
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import torch
@@ -29,6 +31,7 @@ from torch import nn
 
 from .audio import SAMPLE_RATE, SpeechEncoder
 from .config import PTalkerConfig
+from .decoding import DecodeState, fused_step
 from .encoders import AudioStyleEncoder, ClipHeads, ClipSummaries, IdentityStyleEncoder, MotionEncoder, SpatialEncoder
 from .layers import PeriodicPositionalEncoding, TransformerBlock, causal_mean, reverse_gradient
 
@@ -40,6 +43,7 @@ class AudioContext:
     frame_styles: torch.Tensor | None   # (B, rT, style_dim)
     style: torch.Tensor | None          # (B, T, F) decoder-side audio style per frame
     memory_kv: list                     # per decoder layer: keys, values (B, H, rT, F/H)
+    style_max: torch.Tensor | None = None  # (B, T, hidden) running max of the features the style reads
 
 
 @dataclass
@@ -71,20 +75,21 @@ class PTalker(nn.Module):
                                       c.gat_checkpoint)
         self.start = nn.Parameter(torch.randn(1, 1, F_) * 0.02)
         self.content_encoder = MotionEncoder(F_, c.motion_conv_layers, c.motion_layers, c.motion_heads,
-                                             c.period, c.dropout, affine=False) if c.use_motion_encoder else None
+                                             c.period, c.dropout, False, c.attention_window) \
+            if c.use_motion_encoder else None
         if c.use_style:
             self.audio_style = AudioStyleEncoder(c.audio_hidden, c.style_dim, F_, c.dropout)
             self.style_encoder = MotionEncoder(F_, c.motion_conv_layers, c.motion_layers, c.motion_heads,
-                                               c.period, c.dropout, affine=True)
+                                               c.period, c.dropout, True, c.attention_window)
             self.speaker_classifier = nn.Linear(F_, c.n_subjects)   # adversary on audio content
             self.clip_heads = ClipHeads(F_, c.style_dim, c.infonce_queue)
         # learnable temperature of the top-k contrast, stored as a log scale (init 1/0.07)
         self.contrast_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.ppe = PeriodicPositionalEncoding(F_, c.period, c.dropout)
         self.decoder = nn.ModuleList([
-            TransformerBlock(F_, c.decoder_heads, 2 * F_, c.period, c.dropout, cross_ratio=r,
+            TransformerBlock(F_, c.decoder_heads, 2 * F_, c.period, c.dropout, c.attention_window, cross_ratio=r,
                              aligned=c.use_alignment_mask) for _ in range(c.decoder_layers)])
-        self.head = nn.Linear(F_, c.vertice_dim)
+        self.head = Float32Linear(F_, c.vertice_dim)
         nn.init.zeros_(self.head.weight)   # start from the template: zero offsets
         nn.init.zeros_(self.head.bias)
 
@@ -92,15 +97,19 @@ class PTalker(nn.Module):
 
     def encode_audio(self, audio: torch.Tensor, frames: int,
                      audio_lengths: torch.Tensor | None = None,
-                     frame_lengths: torch.Tensor | None = None) -> AudioContext:
+                     frame_lengths: torch.Tensor | None = None,
+                     style_floor: torch.Tensor | None = None) -> AudioContext:
         """audio (B, S) -> AudioContext for `frames` motion frames. With lengths (B,), each clip is
-        encoded as if alone (the speech transformer is bidirectional) and zero-padded."""
+        encoded as if alone (the speech transformer is bidirectional) and zero-padded.
+        `style_floor` (B, hidden): the running maximum of earlier speech the audio continues."""
         r = self.config.audio_frames_per_frame
         features = self.audio(audio, frames, None if audio_lengths is None else (audio_lengths, frame_lengths))
         content = self.audio_content(features)
-        style, frame_styles = self.audio_style(features, r) if self.config.use_style else (None, None)
+        style = frame_styles = style_max = None
+        if self.config.use_style:
+            style, frame_styles, style_max = self.audio_style(features, r, style_floor)
         memory_kv = [block.cross_attn.project_memory(content) for block in self.decoder]
-        return AudioContext(content, frame_styles, style, memory_kv)
+        return AudioContext(content, frame_styles, style, memory_kv, style_max)
 
     def embed_motion(self, offsets: torch.Tensor) -> torch.Tensor:
         """Vertex offsets from the template (B, T, V*3), in mesh units -> motion embedding (B, T, F)."""
@@ -114,11 +123,21 @@ class PTalker(nn.Module):
         """The most motion frames `samples` of 16 kHz speech drive (None: any number); see audio.py."""
         return self.audio.speech_frames(samples)
 
-    def _decode(self, motion: torch.Tensor, ctx: AudioContext, identity: torch.Tensor | None,
-                t0: int = 0, cache: dict | None = None, fixed_style: torch.Tensor | None = None):
-        """Motion embeddings of frames t0..t0+T-1 (B, T, F) -> (offsets (B, T, V*3), content, style frames).
+    def audio_frames(self, ctx: AudioContext, start: int, stop: int) -> tuple[list, torch.Tensor | None]:
+        """What frames start..stop-1 read of the speech: per decoder layer the keys/values they attend
+        (aligned: their own audio frames (B, H, r*T, F/H); unaligned: all) and their audio style (B, T, F)."""
+        r = self.config.audio_frames_per_frame
+        kv = [(k[:, :, r * start: r * stop], v[:, :, r * start: r * stop]) for k, v in ctx.memory_kv] \
+            if self.config.use_alignment_mask else ctx.memory_kv
+        return kv, None if ctx.style is None else ctx.style[:, start:stop]
 
-        `cache` carries keys/values, convolution pasts and the running style mean between calls."""
+    def _decode(self, motion: torch.Tensor, memory_kv: list, audio_style: torch.Tensor | None,
+                identity: torch.Tensor | None, t0: int | torch.Tensor = 0, cache: dict | None = None,
+                fixed_style: torch.Tensor | None = None):
+        """Motion embeddings of frames t0..t0+T-1 (B, T, F) and what they read of the speech
+        (`audio_frames`) -> (offsets (B, T, V*3), content, style frames).
+
+        With `cache` (one frame, t0 a 0-dim long tensor), continues from the frames decoded before."""
         T = motion.shape[1]
         caches = cache.setdefault("decoder", [{} for _ in self.decoder]) if cache is not None \
             else [None] * len(self.decoder)
@@ -128,14 +147,14 @@ class PTalker(nn.Module):
         if identity is not None:
             x = x + identity.unsqueeze(1)
         if self.config.use_style:
-            x = x + ctx.style[:, t0: t0 + T]
+            x = x + audio_style
             if fixed_style is not None:
                 x = x + fixed_style
             else:
                 style_frames = self.style_encoder(motion, t0, None if cache is None else cache.setdefault("style", {}))
                 x = x + causal_mean(style_frames, None if cache is None else cache.setdefault("style_mean", {}))
         x = self.ppe(x, t0)
-        for block, kv, c in zip(self.decoder, ctx.memory_kv, caches):
+        for block, kv, c in zip(self.decoder, memory_kv, caches):
             x = block(x, t0, c, kv)
         return self.head(x) * self.config.motion_scale, content, style_frames
 
@@ -158,7 +177,7 @@ class PTalker(nn.Module):
             ctx.style = ctx.style.masked_fill(motion_style_only[:, None, None], 0.0)
         offsets = vertices - template.unsqueeze(1)
         motion = torch.cat([self.start.expand(B, 1, -1), self.embed_motion(offsets[:, :-1])], dim=1)
-        predicted, content, style_frames = self._decode(motion, ctx, self._identity(one_hot))
+        predicted, content, style_frames = self._decode(motion, ctx.memory_kv, ctx.style, self._identity(one_hot))
         out = PTalkerOutput(predicted + template.unsqueeze(1), ctx.content, content)
         if self.config.use_style:
             lengths = [T] * B if frame_lengths is None else frame_lengths.tolist()
@@ -176,40 +195,86 @@ class PTalker(nn.Module):
     def generate(self, audio: torch.Tensor, template: torch.Tensor, one_hot: torch.Tensor | None = None,
                  reference: torch.Tensor | None = None, frames: int | None = None,
                  use_cache: bool = True, audio_lengths: torch.Tensor | None = None,
-                 frame_lengths: torch.Tensor | None = None) -> torch.Tensor:
+                 frame_lengths: torch.Tensor | None = None, fused: bool = False) -> torch.Tensor:
         """Autoregressive animation. audio (B, S) at 16 kHz, template (B, V*3) -> vertices (B, T, V*3).
 
         Modes by which style sources are given: a seen speaker (`one_hot`), an unseen one (None), and
         style from a reference motion clip (`reference` (B, Tr, V*3), replacing the style the model
         would otherwise estimate from the speech and from its own generated motion).
         `use_cache=False` recomputes every encoder and the decoder over the whole prefix at each
-        frame: the slow reference path.
+        frame: the slow reference path. `fused` runs the one-frame step captured as a CUDA graph
+        (CUDA) or compiled (CPU; the first call compiles for tens of seconds), see decoding.py.
         Clips of different lengths go as a zero-padded batch with audio_lengths and frame_lengths
         (B,): each clip's frames are those it gets alone (decoding is causal), the rest is padding."""
-        B = audio.shape[0]
         if frame_lengths is not None:
             frames = int(frame_lengths.max())
         elif frames is None:
             frames = self.speech_frames(audio.shape[1]) or max(1, round(audio.shape[1] / SAMPLE_RATE * self.config.fps))
         ctx = self.encode_audio(audio, frames, audio_lengths, frame_lengths)
-        identity = self._identity(one_hot)
         fixed = None
         if reference is not None and self.config.use_style:
             fixed = self.reference_style(reference, template)
             ctx.style = torch.zeros_like(ctx.style)
-        start = self.start.expand(B, 1, -1)
-        offsets = template.new_zeros(B, frames, template.shape[1])     # filled frame by frame
-        cache = {} if use_cache else None
-        with single_thread() if use_cache else nullcontext():
+        if not use_cache:
+            return self._generate_by_recomputing(ctx, template, self._identity(one_hot), fixed, frames)
+        state = self.start_decoding(template, one_hot, fixed)
+        offsets = template.new_zeros(audio.shape[0], frames, template.shape[1])     # filled frame by frame
+        step = self.decode_step
+        with single_thread():
             for t in range(frames):
-                if use_cache:   # embed only the newest frame; the caches hold the rest
-                    motion = start if t == 0 else self.embed_motion(offsets[:, t - 1: t])
-                    step = self._decode(motion, ctx, identity, t, cache, fixed)[0]
-                else:   # re-embed and re-decode the whole prefix, as the public code does
-                    prefix = torch.cat([start, self.embed_motion(offsets[:, :t])], dim=1)
-                    step = self._decode(prefix, ctx, identity, 0, None, fixed)[0][:, -1:]
-                offsets[:, t: t + 1] = step
+                self.feed_frame(state, ctx, t)
+                offsets[:, t: t + 1] = step(state)
+                if t == 0 and fused:   # the caches exist after one eager step
+                    step = fused_step(self.decode_step, state)
         return offsets.add_(template.unsqueeze(1))
+
+    def _generate_by_recomputing(self, ctx: AudioContext, template: torch.Tensor, identity: torch.Tensor | None,
+                                 fixed: torch.Tensor | None, frames: int) -> torch.Tensor:
+        """Re-embed and re-decode the whole prefix at each frame, as the public code does -> (B, T, V*3)."""
+        start = self.start.expand(template.shape[0], 1, -1)
+        offsets = template.new_zeros(template.shape[0], frames, template.shape[1])
+        for t in range(frames):
+            prefix = torch.cat([start, self.embed_motion(offsets[:, :t])], dim=1)
+            offsets[:, t: t + 1] = self._decode(prefix, *self.audio_frames(ctx, 0, t + 1), identity,
+                                                fixed_style=fixed)[0][:, -1:]
+        return offsets.add_(template.unsqueeze(1))
+
+    # ------------------------------------------------------------------ one frame at a time
+
+    def start_decoding(self, template: torch.Tensor, one_hot: torch.Tensor | None = None,
+                       fixed_style: torch.Tensor | None = None) -> DecodeState:
+        """An empty DecodeState for a batch of template (B, V*3) faces; `fixed_style` (B, 1, F) from
+        `reference_style`, or None to estimate the style from the generated motion."""
+        return DecodeState(t=torch.zeros((), dtype=torch.long, device=template.device),
+                           previous=template.new_zeros(template.shape[0], 1, template.shape[1]),
+                           identity=self._identity(one_hot), fixed_style=fixed_style)
+
+    def feed_frame(self, state: DecodeState, ctx: AudioContext, index: int, frame: int | None = None) -> None:
+        """Load what the next frame reads of the speech: `ctx`'s frame `index` becomes absolute frame
+        `frame` (default `index`; streaming passes windows of the speech). Copies into the state's
+        own buffers, so a captured step reads them in place."""
+        kv, style = self.audio_frames(ctx, index, index + 1)
+        state.load(frame if frame is not None else index, kv, style)
+
+    def decode_step(self, state: DecodeState) -> torch.Tensor:
+        """The next frame, state.t -> its offsets (B, 1, V*3); state.previous becomes them.
+        Branch-free (the start embedding is selected, not branched to), so it can be captured."""
+        embedded = self.embed_motion(state.previous)
+        motion = torch.where(state.t == 0, self.start.to(embedded.dtype), embedded)
+        out = self._decode(motion, state.memory_kv, state.audio_style, state.identity, state.t, state.caches,
+                           state.fixed_style)[0]
+        state.previous.copy_(out)
+        return out
+
+class Float32Linear(nn.Linear):
+    """nn.Linear computed in float32 also under autocast. The vertex head writes every vertex's
+    offset (up to 70k values a frame); lip motion of a fraction of the offset scale would lose most
+    of its digits to bfloat16's 8-bit mantissa, and the reconstruction losses compare exactly these."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (..., in) in any float dtype -> (..., out) float32."""
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
 
 
 @contextmanager

@@ -221,14 +221,19 @@ def test_cached_generation_equals_full_recompute_in_every_mode(tiny_wav2vec2, ra
     assert not torch.allclose(model.generate(audio, template, **modes["seen"]), outputs["seen"])
 
 
-def test_frame_by_frame_attention_past_cache_growth_equals_one_pass():
+def test_frame_by_frame_attention_in_a_ring_of_its_window_equals_one_pass():
     torch.manual_seed(0)
-    block = TransformerBlock(16, 4, 32, period=30, dropout=0.0).eval()
-    x = torch.randn(2, 150, 16)                         # the key/value buffers and bias row regrow twice
+    block = TransformerBlock(16, 4, 32, period=30, dropout=0.0, window=40).eval()
+    x = torch.randn(2, 150, 16)                         # the ring of 40 slots wraps around three times
     cache = {}
-    steps = torch.cat([block(x[:, t: t + 1], t, cache) for t in range(150)], dim=1)
+    steps = torch.cat([block(x[:, t: t + 1], torch.tensor(t), cache) for t in range(150)], dim=1)
     assert torch.allclose(steps, block(x), atol=1e-5)
-    assert cache["length"] == 150 and cache["k"].shape[2] >= 150
+    assert cache["ring"].k.shape == (2, 4, 40, 4)      # memory of the window, not of the sequence
+    # the window is what limits the past: a block that sees everything differs after 40 frames
+    block.self_attn.window = 1000
+    wide = block(x)
+    assert torch.allclose(wide[:, :40], steps[:, :40], atol=1e-5)
+    assert not torch.allclose(wide[:, 40:], steps[:, 40:], atol=1e-4)
 
 
 def test_sequences_longer_than_600_frames(tiny_wav2vec2):

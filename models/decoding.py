@@ -1,0 +1,99 @@
+"""One-frame-at-a-time decoding: the state a frame leaves for the next, and the step made cheap.
+
+A frame's step is a few hundred small operations (projections of one frame, the attention over a
+window of cached keys, layer norms), so eagerly its cost is dispatch, not arithmetic. Every buffer
+it reads or writes is a fixed-shape tensor updated in place (the position `t` included), so the same
+kernels run on the same memory at every frame, and `fused_step` can replace the Python-level step:
+on CUDA by replaying a captured CUDA graph, on the CPU by an Inductor-compiled version of it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class DecodeState:
+    """Everything one-frame decoding carries from frame to frame (B clips in a batch)."""
+    t: torch.Tensor                            # () long: the frame the next step decodes
+    previous: torch.Tensor                     # (B, 1, V*3) the last decoded offsets, in mesh units
+    identity: torch.Tensor | None = None       # (B, F) speaker style, fixed for the sequence
+    fixed_style: torch.Tensor | None = None    # (B, 1, F) style of a reference clip
+    memory_kv: list = field(default_factory=list)   # per decoder layer: this frame's audio keys, values
+    audio_style: torch.Tensor | None = None    # (B, 1, F) this frame's audio style
+    caches: dict = field(default_factory=dict)  # the layers' own caches (filled by the first step)
+
+    def load(self, frame: int, memory_kv: list, audio_style: torch.Tensor | None) -> None:
+        """Set the next frame's index and copy what it reads of the speech into the state's buffers
+        (the first time they are allocated; keys/values of an unaligned decoder, which attends the
+        whole clip, are kept by reference: they are the same tensors at every frame)."""
+        self.t.fill_(frame)
+        if self.fixed_style is not None and audio_style is not None:   # a reference clip's style replaces it
+            audio_style = torch.zeros_like(audio_style)
+        if not self.memory_kv or self.memory_kv[0][0].shape != memory_kv[0][0].shape:
+            self.memory_kv = [(k.clone(), v.clone()) for k, v in memory_kv]
+            self.audio_style = None if audio_style is None else audio_style.clone()
+            return
+        for (k, v), (new_k, new_v) in zip(self.memory_kv, memory_kv):
+            if k.data_ptr() != new_k.data_ptr():
+                k.copy_(new_k)
+                v.copy_(new_v)
+        if audio_style is not None:
+            self.audio_style.copy_(audio_style)
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every buffer a step writes: the position is set outside, the rest changes inside."""
+        found = [self.previous]
+
+        def walk(node):
+            if isinstance(node, torch.Tensor):
+                found.append(node)
+            elif isinstance(node, dict):
+                for value in node.values():
+                    walk(value)
+            elif isinstance(node, (list, tuple)):
+                for value in node:
+                    walk(value)
+            elif hasattr(node, "tensors"):
+                found.extend(node.tensors())
+
+        walk(self.caches)
+        return found
+
+
+def fused_step(step, state: DecodeState):
+    """`step(state) -> (B, 1, V*3)` after one eager call (which allocated the caches) -> a function
+    that computes the same from the same buffers with far fewer dispatches: a CUDA graph replay on
+    CUDA, an Inductor-compiled step on the CPU. The state's buffers must not be reallocated after."""
+    if state.previous.is_cuda:
+        return _captured(step, state)
+    # the C++ wrapper calls the kernels without Python in between; measured faster to compile and
+    # to run here than max-autotune's GEMM templates (benchmarks/bench_inference.py)
+    return torch.compile(step, dynamic=False, fullgraph=True, options={"cpp_wrapper": True})
+
+
+def _captured(step, state: DecodeState):
+    """Capture one step as a CUDA graph. Warm-up runs (which capture needs) advance the caches, so
+    every buffer is saved before them and restored before capture; capture itself runs nothing."""
+    buffers = state.tensors()
+    saved = [b.clone() for b in buffers]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            step(state)
+    torch.cuda.current_stream().wait_stream(side)
+    for b, s in zip(buffers, saved):
+        b.copy_(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step(state)
+    for b, s in zip(buffers, saved):   # capture may have touched nothing, but make the state exact
+        b.copy_(s)
+
+    def replay(_state: DecodeState) -> torch.Tensor:
+        graph.replay()
+        return out
+
+    return replay
