@@ -67,6 +67,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="temporal smoothing of the rig weights (0 = none; 0.1-1 calms jitter, adds lag)")
     p.add_argument("--export_tolerance_mm", type=float, default=0.1,
                    help="glb/html: the morph basis reproduces every vertex of every frame within this (mm)")
+    p.add_argument("--stream", action="store_true",
+                   help="animate as live speech: push the audio in chunks through the streaming API, each frame "
+                        "final once --lookahead_ms of speech after it has arrived; also writes "
+                        "<result_path>/<stem>_latency.json and prints the latency figures")
+    p.add_argument("--lookahead_ms", type=float, default=200.0,
+                   help="--stream: speech after a frame the encoder may see before the frame is final "
+                        "(default 200; 'inf': the whole clip, which gives the offline frames)")
+    p.add_argument("--chunk_ms", type=float, default=20.0, help="--stream: audio per pushed chunk (default 20)")
+    p.add_argument("--context_ms", type=float, default=2000.0,
+                   help="--stream: past speech encoded with each frame (default 2000)")
+    p.add_argument("--realtime", action="store_true",
+                   help="--stream: push each chunk when a live source would deliver it (default: back to back, "
+                        "the latency computed on the same timeline from the measured compute times)")
     p.add_argument("--resolution", type=parse_resolution, default=(800, 800), help="video size: N or WxH")
     p.add_argument("--batch_size", type=int, default=8, help="clips of equal length animated together")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")

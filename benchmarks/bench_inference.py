@@ -1,7 +1,7 @@
 """Inference speed and memory of full-size PTalker configurations on CPU.
 
     python benchmarks/bench_inference.py [--quick] [--lengths 5 10 30 60] [--configs vocaset biwi]
-                                         [--threads 2] [--naive_max 10]
+                                         [--threads 2] [--naive_max 10] [--fused_max 10]
 
 Configurations, with randomly initialised speech encoders of the real sizes (no download):
   vocaset: wav2vec2-base (768 wide, 12 layers), V=5023, F=64, 30 fps, one audio step per frame
@@ -16,7 +16,11 @@ real-time factor (CPU seconds of all threads / audio s: less sensitive to other 
 machine), decode milliseconds per frame, peak memory, and the decode wall time of the
 full-recompute reference path (use_cache=False: every step re-embeds the whole generated prefix
 through the GAT and re-runs the encoders and decoder over it, as the public code does; quadratic
-in length) divided by the cached one, timed up to --naive_max seconds. The load average is printed
+in length) divided by the cached one, timed up to --naive_max seconds; then the fused step
+(generate(fused=True): the one-frame step compiled by Inductor on the CPU) in decode milliseconds per
+frame, `eager/fused` (the cached eager loop's per-frame time over the fused one's, measured in the
+same process one after the other) and the seconds the one-off compilation took, up to --fused_max
+seconds. The load average is printed
 too: wall times on a shared CPU grow with it.
 
 Rows run with OMP_WAIT_POLICY=PASSIVE unless the environment sets it: with OpenMP's default
@@ -91,7 +95,7 @@ def peak_rss_gb() -> float:
     raise RuntimeError("VmHWM missing from /proc/self/status")
 
 
-def run_row(name: str, seconds: float, threads: int, naive: bool) -> dict:
+def run_row(name: str, seconds: float, threads: int, naive: bool, fused: bool) -> dict:
     """One configuration at one length, in this (fresh) process."""
     import torch
 
@@ -123,11 +127,11 @@ def run_row(name: str, seconds: float, threads: int, naive: bool) -> dict:
     model.audio.register_forward_pre_hook(start)
     model.audio.register_forward_hook(stop)
 
-    def timed(audio, use_cache):
+    def timed(audio, use_cache, fused=False):
         """-> (encoder wall, decode wall, encoder CPU, decode CPU) seconds of one generate()."""
         encoder_time.clear()
         begin = [clock() for clock in clocks]
-        model.generate(audio, template, one_hot, use_cache=use_cache)
+        model.generate(audio, template, one_hot, use_cache=use_cache, fused=fused)
         total = [clock() - b for clock, b in zip(clocks, begin)]
         (enc_wall, enc_cpu), = encoder_time
         return enc_wall, total[0] - enc_wall, enc_cpu, total[1] - enc_cpu
@@ -139,15 +143,24 @@ def run_row(name: str, seconds: float, threads: int, naive: bool) -> dict:
         encode, decode, encode_cpu, decode_cpu = timed(audio, True)
         peak = peak_rss_gb()
         naive_decode = timed(audio, False)[1] if naive else None
+        fused_decode = compile_seconds = None
+        if fused:
+            started = time.perf_counter()
+            timed(audio[:, :16000], True, fused=True)     # compiles the step once for this process
+            compile_seconds = time.perf_counter() - started
+            fused_decode = timed(audio, True, fused=True)[1]
     frames = round(seconds * spec["fps"])
     return dict(config=name, encoder=spec["encoder"], mesh=mesh_name, seconds=seconds, encode=encode,
                 decode=decode, cpu=encode_cpu + decode_cpu, ms_per_frame=1000 * decode / frames, peak_gb=peak,
-                naive_ratio=None if naive_decode is None else naive_decode / decode)
+                naive_ratio=None if naive_decode is None else naive_decode / decode,
+                fused_ms_per_frame=None if fused_decode is None else 1000 * fused_decode / frames,
+                compile_seconds=compile_seconds)
 
 
 def print_table(rows: list[dict], threads: int) -> None:
     header = (f"{'config':<8} {'speech encoder':<15} {'mesh':<17} {'audio s':>7} {'enc s':>7} {'decode s':>8} "
-              f"{'total s':>8} {'RTF':>6} {'CPU RTF':>7} {'ms/frame':>8} {'peak GB':>7} {'naive/cached':>12}")
+              f"{'total s':>8} {'RTF':>6} {'CPU RTF':>7} {'ms/frame':>8} {'peak GB':>7} {'naive/cached':>12} "
+              f"{'fused ms/frame':>14} {'eager/fused':>11} {'compile s':>9}")
     print(f"torch threads: {threads}; load average (1, 5, 15 min) at the end: "
           + ", ".join(f"{x:.1f}" for x in os.getloadavg()))
     print(header)
@@ -155,9 +168,12 @@ def print_table(rows: list[dict], threads: int) -> None:
     for r in rows:
         total = r["encode"] + r["decode"]
         naive = "-" if r["naive_ratio"] is None else f"{r['naive_ratio']:.1f}x"
+        fused = r["fused_ms_per_frame"]
+        fused_cols = f"{'-':>14} {'-':>11} {'-':>9}" if fused is None else \
+            f"{fused:>14.2f} {r['ms_per_frame'] / fused:>10.1f}x {r['compile_seconds']:>9.0f}"
         print(f"{r['config']:<8} {r['encoder']:<15} {r['mesh']:<17} {r['seconds']:>7.0f} {r['encode']:>7.2f} "
               f"{r['decode']:>8.2f} {total:>8.2f} {total / r['seconds']:>6.3f} {r['cpu'] / r['seconds']:>7.3f} {r['ms_per_frame']:>8.2f} "
-              f"{r['peak_gb']:>7.2f} {naive:>12}", flush=True)
+              f"{r['peak_gb']:>7.2f} {naive:>12} {fused_cols}", flush=True)
 
 
 def main() -> None:
@@ -168,11 +184,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--naive_max", type=float, default=10,
                         help="time the full-recompute path up to this length (it is quadratic)")
+    parser.add_argument("--fused_max", type=float, default=10,
+                        help="also time the fused decode step (compiled once per row, which takes a minute or "
+                             "more per configuration) up to this length; 0: never")
     parser.add_argument("--row", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.row:
         name, seconds = args.row[0], float(args.row[1])
-        print(json.dumps(run_row(name, seconds, args.threads, seconds <= args.naive_max)))
+        print(json.dumps(run_row(name, seconds, args.threads, seconds <= args.naive_max, seconds <= args.fused_max)))
         return
     lengths = [5, 10] if args.quick else args.lengths
     env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
@@ -180,7 +199,8 @@ def main() -> None:
     for name in args.configs:
         for seconds in lengths:
             done = subprocess.run([sys.executable, __file__, "--row", name, str(seconds), "--threads",
-                                   str(args.threads), "--naive_max", str(args.naive_max)],
+                                   str(args.threads), "--naive_max", str(args.naive_max),
+                                   "--fused_max", str(args.fused_max)],
                                   capture_output=True, text=True, env=env)
             if done.returncode:
                 sys.exit(f"{name} at {seconds:g} s failed:\n{done.stderr[-3000:]}")

@@ -131,6 +131,29 @@ def run_demo(args, bundled_model: Path, bundled_wav: Path) -> list[ClipOutputs]:
                           (rig, export_options))
 
 
+def _stream_clips(args, animator: Animator, files: list[Path], clips: list[np.ndarray], template: np.ndarray,
+                  condition: str | None, reference) -> list[np.ndarray]:
+    """--stream: each clip through a SpeechStream chunk by chunk; writes <result_path>/<stem>_latency.json
+    and prints the figures as one line."""
+    from .fileio import save_json
+    from .latency import stream_clip
+    from .streaming import SpeechStream, StreamError
+
+    if not args.chunk_ms > 0:
+        raise UserError(f"--chunk_ms must be > 0, got {args.chunk_ms:g}")
+    try:
+        stream = SpeechStream(animator, template, condition, reference, args.lookahead_ms, args.context_ms)
+    except StreamError as exc:
+        raise UserError(f"--lookahead_ms / --context_ms: {exc}") from None
+    out = []
+    for path, pcm in zip(files, clips):
+        vertices, report = stream_clip(stream, pcm, args.chunk_ms, args.realtime)
+        save_json(Path(args.result_path) / f"{path.stem}_latency.json", report.to_dict())
+        print(f"{path.name}: {report.line()}")
+        out.append(vertices)
+    return out
+
+
 def _export_setup(args, animator: Animator, template: np.ndarray):
     """--rig / --export arkit / --export_tolerance_mm -> (the rig or None, ExportOptions), checked before
     any clip is animated: a bad rig fails the run at once."""
@@ -179,7 +202,9 @@ def _animate_clips(args, animator: Animator, files: list[Path], clips: list[np.n
     totals = dict(audio=0.0, inference=0.0, render=0.0)
     for group in length_groups([len(c) for c in clips], args.batch_size):
         started = time.perf_counter()
-        predictions = animator.animate([clips[i] for i in group], template, condition, reference, len(group))
+        predictions = _stream_clips(args, animator, [files[i] for i in group], [clips[i] for i in group],
+                                    template, condition, reference) if args.stream else \
+            animator.animate([clips[i] for i in group], template, condition, reference, len(group))
         inference = (time.perf_counter() - started) / len(group)   # a batch's time, shared by its clips
         for i, vertices in zip(group, predictions):
             out = write_clip(files[i].stem, vertices, animator.faces, animator.fps, args.result_path,

@@ -50,6 +50,13 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
         np.save(tmp, array)
 
 
+def save_json(path: str | os.PathLike, obj) -> None:
+    import json
+
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+
+
 def save_pickle(path: str | os.PathLike, obj) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         pickle.dump(obj, f)

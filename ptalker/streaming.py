@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from models.audio import SAMPLE_RATE
+from models.ptalker import single_thread
 
 from .inference import Animator
 
@@ -36,10 +37,11 @@ class SpeechStream:
 
     def __init__(self, animator: Animator, template: np.ndarray, condition: str | None = None,
                  reference: np.ndarray | None = None, lookahead_ms: float = 200.0, context_ms: float = 2000.0):
-        if lookahead_ms < 0 or context_ms < 0:
+        if not (lookahead_ms >= 0 and 0 <= context_ms < math.inf):
             raise StreamError(f"look-ahead and context must be >= 0 ms, got {lookahead_ms} and {context_ms}")
         model = self.model = animator.model
         self.device = animator.device
+        self.lookahead_ms, self.context_ms = lookahead_ms, context_ms
         self.ratio, self.fps = model.config.audio_frames_per_frame, model.config.fps
         self.lookahead = round(lookahead_ms * SAMPLE_RATE / 1000) if math.isfinite(lookahead_ms) else math.inf
         # windows start on frames whose first sample is a whole sample (30 fps: every third frame)
@@ -118,7 +120,8 @@ class SpeechStream:
         begin = self.frame_start(start_frame)
         window = self.audio[begin - self.offset: end - self.offset]
         frames = (total - start_frame) if total is not None else self._window_frames(len(window))
-        with torch.no_grad():
+        # one thread: a frame's work is too small to split, and a second thread's waits cost more
+        with torch.no_grad(), single_thread():
             audio = torch.from_numpy(np.ascontiguousarray(window)).to(self.device).unsqueeze(0)
             ctx = self.model.encode_audio(audio, frames, style_floor=self.style_floor)
             out = []

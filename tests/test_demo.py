@@ -7,6 +7,8 @@ import sys
 import warnings
 from pathlib import Path
 
+import json
+
 import numpy as np
 import pytest
 import soundfile
@@ -196,6 +198,26 @@ def test_style_modes(dataset, outputs, tmp_path, capsys):
     assert not np.allclose(results["retargeted"], results["grid"], atol=1e-6)
 
 
+def test_stream_writes_the_offline_frames_at_full_lookahead_and_a_latency_file(dataset, outputs, tmp_path, capsys):
+    wav = write_speech(tmp_path / "speech.wav", 0.7, 16000)
+    assert run_demo(dataset, outputs, "--wav_path", str(wav), "--no_render") == 0
+    offline = np.load(outputs["result"] / "speech.npy")
+    assert run_demo(dataset, outputs, "--wav_path", str(wav), "--no_render", "--stream", "--lookahead_ms", "inf") == 0
+    np.testing.assert_allclose(np.load(outputs["result"] / "speech.npy"), offline, atol=1e-4)
+    assert run_demo(dataset, outputs, "--wav_path", str(wav), "--no_render", "--stream", "--lookahead_ms", "100",
+                    "--chunk_ms", "40", "--realtime") == 0
+    streamed = np.load(outputs["result"] / "speech.npy")
+    assert streamed.shape == offline.shape   # values: tests/test_streaming.py, on a model that moves
+    report = json.loads((outputs["result"] / "speech_latency.json").read_text())
+    assert (report["lookahead_ms"], report["chunk_ms"], report["realtime"], report["frames"]) == (100, 40, True, 21)
+    for figures in (report["compute_ms"], report["delay_ms"]):
+        assert 0 <= figures["p50"] <= figures["p99"] <= figures["max"]
+    # paced in real time, nothing can come back before its speech plus the look-ahead has arrived
+    assert report["first_frame_ms"] >= 100 + 1000 / FPS - 40 and report["delay_ms"]["p50"] >= 100 - 40
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("speech.wav: look-ahead 100 ms")]
+    assert len(line) == 1 and "first frame" in line[0] and "p50/p99/max" in line[0]
+
+
 def test_template_mesh(dataset, outputs, tmp_path):
     import trimesh
 
@@ -280,6 +302,8 @@ def _bad_inputs(dataset: Path, tmp: Path) -> dict[str, tuple[list[str], str]]:
         "reference subject alone": ([*wav, "--reference_subject", "S2"], "give both"),
         "corrupt checkpoint": ([*wav, "--checkpoint", str(tmp / "corrupt.pth")], "corrupt or not a checkpoint"),
         "no checkpoint": ([*wav, "--model_name", "other"], "no checkpoint"),
+        "negative look-ahead": ([*wav, "--stream", "--lookahead_ms", "-5"], "--lookahead_ms"),
+        "zero chunks": ([*wav, "--stream", "--chunk_ms", "0"], "--chunk_ms must be > 0"),
     }
 
 
