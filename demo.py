@@ -67,6 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="temporal smoothing of the rig weights (0 = none; 0.1-1 calms jitter, adds lag)")
     p.add_argument("--export_tolerance_mm", type=float, default=0.1,
                    help="glb/html: the morph basis reproduces every vertex of every frame within this (mm)")
+    p.add_argument("--fused", action="store_true",
+                   help="run the decoder's one-frame step as a CUDA graph on a GPU, or compiled on a CPU (the "
+                        "first clip then waits a minute or more for the compiler): pays on long speech")
     p.add_argument("--stream", action="store_true",
                    help="animate as live speech: push the audio in chunks through the streaming API, each frame "
                         "final once --lookahead_ms of speech after it has arrived; also writes "

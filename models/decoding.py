@@ -8,9 +8,13 @@ on CUDA by replaying a captured CUDA graph, on the CPU by an Inductor-compiled v
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch
+
+# raised from inside Inductor's own imports when it compiles, about nothing this project calls
+warnings.filterwarnings("ignore", message="`torch.jit.script_method` is deprecated", category=DeprecationWarning)
 
 
 @dataclass
@@ -29,6 +33,8 @@ class DecodeState:
         (the first time they are allocated; keys/values of an unaligned decoder, which attends the
         whole clip, are kept by reference: they are the same tensors at every frame)."""
         self.t.fill_(frame)
+        for ring in self.rings():
+            ring.make_room(frame)
         if self.fixed_style is not None and audio_style is not None:   # a reference clip's style replaces it
             audio_style = torch.zeros_like(audio_style)
         if not self.memory_kv or self.memory_kv[0][0].shape != memory_kv[0][0].shape:
@@ -42,30 +48,34 @@ class DecodeState:
         if audio_style is not None:
             self.audio_style.copy_(audio_style)
 
+    def rings(self) -> list:
+        """The attention layers' key/value rings."""
+        return [node for node in _leaves(self.caches) if hasattr(node, "reserve")]
+
     def tensors(self) -> list[torch.Tensor]:
         """Every buffer a step writes: the position is set outside, the rest changes inside."""
         found = [self.previous]
-
-        def walk(node):
-            if isinstance(node, torch.Tensor):
-                found.append(node)
-            elif isinstance(node, dict):
-                for value in node.values():
-                    walk(value)
-            elif isinstance(node, (list, tuple)):
-                for value in node:
-                    walk(value)
-            elif hasattr(node, "tensors"):
-                found.extend(node.tensors())
-
-        walk(self.caches)
+        for node in _leaves(self.caches):
+            found.extend(node.tensors() if hasattr(node, "tensors") else [node])
         return found
+
+
+def _leaves(node) -> list:
+    """The tensors and cache objects in nested dicts and lists."""
+    if isinstance(node, dict):
+        return [leaf for value in node.values() for leaf in _leaves(value)]
+    if isinstance(node, (list, tuple)):
+        return [leaf for value in node for leaf in _leaves(value)]
+    return [node]
 
 
 def fused_step(step, state: DecodeState):
     """`step(state) -> (B, 1, V*3)` after one eager call (which allocated the caches) -> a function
     that computes the same from the same buffers with far fewer dispatches: a CUDA graph replay on
-    CUDA, an Inductor-compiled step on the CPU. The state's buffers must not be reallocated after."""
+    CUDA, an Inductor-compiled step on the CPU. The attention rings are grown to their full window
+    first, so the buffers never change again."""
+    for ring in state.rings():
+        ring.reserve()
     if state.previous.is_cuda:
         return _captured(step, state)
     # the C++ wrapper calls the kernels without Python in between; measured faster to compile and

@@ -43,7 +43,10 @@ class PeriodicPositionalEncoding(nn.Module):
 
     def forward(self, x: torch.Tensor, t0: int | torch.Tensor = 0) -> torch.Tensor:
         """x (B, T, D) -> (B, T, D), frame i at absolute position t0 + i."""
-        index = (torch.arange(x.shape[1], device=x.device) + t0) % self.period
+        if torch.is_tensor(t0) and x.shape[1] == 1:   # one frame: no index range to build
+            index = (t0 % self.period).view(1)
+        else:
+            index = (torch.arange(x.shape[1], device=x.device) + t0) % self.period
         return self.dropout(x + self.table.index_select(0, index))
 
 
@@ -98,15 +101,35 @@ def causal_mean(x: torch.Tensor, running: dict | None = None) -> torch.Tensor:
 # --------------------------------------------------------------------------- attention
 
 class RingCache:
-    """Keys and values of the last `window` frames in fixed buffers (B, H, window, d): frame t goes
-    to slot t mod window, and `frame` records each slot's absolute frame (-1 while empty). Memory
-    stays that of the window for any length, and every step touches the same buffers."""
+    """Keys and values of the last `window` frames in buffers (B, H, capacity, d): frame t goes to
+    slot t mod capacity, and `frame` records each slot's absolute frame (-1 while empty). The
+    capacity doubles from 64 up to the window as frames come (`make_room`), so short sequences attend
+    over few empty slots; at the window it stops: memory is the window's at any length, and from then
+    on (or after `reserve`) every step touches the same buffers."""
 
     def __init__(self, like: torch.Tensor, window: int):
+        self.window = window
+        self.k = self.v = self.frame = None
+        self._allocate(like, min(window, 64))
+
+    def _allocate(self, like: torch.Tensor, capacity: int) -> None:
         B, H, _, d = like.shape
-        self.k = like.new_zeros(B, H, window, d)
-        self.v = like.new_zeros(B, H, window, d)
-        self.frame = torch.full((window,), -1, dtype=torch.long, device=like.device)
+        k, v = like.new_zeros(B, H, capacity, d), like.new_zeros(B, H, capacity, d)
+        frame = torch.full((capacity,), -1, dtype=torch.long, device=like.device)
+        if self.k is not None:   # below the window nothing wrapped yet: slot i holds frame i
+            n = self.k.shape[2]
+            k[:, :, :n], v[:, :, :n], frame[:n] = self.k, self.v, self.frame
+        self.k, self.v, self.frame = k, v, frame
+
+    def make_room(self, frame: int) -> None:
+        """Grow (doubling, up to the window) so that `frame` gets a slot of its own."""
+        capacity = self.k.shape[2]
+        if frame >= capacity and capacity < self.window:
+            self._allocate(self.k, min(self.window, max(2 * capacity, frame + 1)))
+
+    def reserve(self) -> None:
+        """Grow to the full window now: the buffers then never change again."""
+        self.make_room(self.window - 1)
 
     def write(self, t: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         """Frame t's (0-dim long tensor) keys and values (B, H, 1, d) -> its slot."""

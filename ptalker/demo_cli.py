@@ -204,7 +204,7 @@ def _animate_clips(args, animator: Animator, files: list[Path], clips: list[np.n
         started = time.perf_counter()
         predictions = _stream_clips(args, animator, [files[i] for i in group], [clips[i] for i in group],
                                     template, condition, reference) if args.stream else \
-            animator.animate([clips[i] for i in group], template, condition, reference, len(group))
+            animator.animate([clips[i] for i in group], template, condition, reference, len(group), args.fused)
         inference = (time.perf_counter() - started) / len(group)   # a batch's time, shared by its clips
         for i, vertices in zip(group, predictions):
             out = write_clip(files[i].stem, vertices, animator.faces, animator.fps, args.result_path,

@@ -102,13 +102,15 @@ class Animator:
 
     @torch.no_grad()
     def animate(self, clips: list[np.ndarray], template: np.ndarray, condition: str | None = None,
-                reference: np.ndarray | None = None, batch_size: int = 8) -> list[np.ndarray]:
+                reference: np.ndarray | None = None, batch_size: int = 8, fused: bool = False) -> list[np.ndarray]:
         """16 kHz speech clips (S_i,) -> vertices (T_i, V*3) float32 each, T_i = round(S_i / 16000 * fps).
 
         condition: a training subject (its speaking style) or None (unseen: style from the audio).
         reference: (T, V, 3) absolute vertices whose motion style replaces the estimated one.
         Clips of equal length run as one batch (the speech transformer sees whole clips, so unequal
-        ones cannot share a padded batch without changing their features)."""
+        ones cannot share a padded batch without changing their features).
+        fused: run the one-frame step as a CUDA graph (CUDA) or compiled (CPU, tens of seconds once per
+        process and model): the same frames, faster per frame (see PTalker.generate)."""
         one_hot = self.condition_vector(condition)
         base = torch.as_tensor(self._checked(template, "template"), device=self.device).reshape(1, -1)
         ref = None if reference is None else torch.as_tensor(
@@ -119,7 +121,7 @@ class Animator:
             n = len(group)
             vertices = self.model.generate(audio, base.expand(n, -1),
                                            None if one_hot is None else one_hot.expand(n, -1),
-                                           None if ref is None else ref.expand(n, -1, -1))
+                                           None if ref is None else ref.expand(n, -1, -1), fused=fused)
             for i, v in zip(group, vertices):
                 out[i] = v.float().cpu().numpy()
         return out

@@ -13,7 +13,7 @@ the end of the frame's speech to the return of the frame (look-ahead, chunking a
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -32,9 +32,12 @@ class LatencyReport:
     first_frame_ms: float
     compute_ms: dict       # p50, p99, max over pushes (finish included)
     delay_ms: dict         # p50, p99, max over frames
+    frame_delays_ms: list = field(default_factory=list, repr=False)   # each frame's, for pooling clips
+    push_compute_ms: list = field(default_factory=list, repr=False)   # each push's
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The summary figures (the per-frame and per-push lists left out)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("frame_delays_ms", "push_compute_ms")}
 
     def line(self) -> str:
         """One line of the figures, as the demo prints them."""
@@ -89,5 +92,6 @@ def stream_clip(stream: SpeechStream, pcm: np.ndarray, chunk_ms: float = 20.0,
                            frames=len(vertices), audio_seconds=len(pcm) / SAMPLE_RATE,
                            first_frame_ms=1000 * ((first if first is not None else done_at) - arrival[0]),
                            compute_ms=percentiles([1000 * c for c in compute]),
-                           delay_ms=percentiles([1000 * d for d in delays]))
+                           delay_ms=percentiles([1000 * d for d in delays]),
+                           frame_delays_ms=[1000 * d for d in delays], push_compute_ms=[1000 * c for c in compute])
     return vertices, report

@@ -27,6 +27,7 @@ SHARED_DATA = Path(os.environ.get("PTALKER_SHARED_DATA", ROOT.parent / "shared" 
 def pytest_configure(config):
     # the same filter models/layers.py sets at import, which pytest's per-test warning capture resets
     config.addinivalue_line("filterwarnings", "ignore:Sparse CSR tensor support is in beta")
+    config.addinivalue_line("filterwarnings", "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
     config.addinivalue_line("markers", "slow: end-to-end runs of a minute or more (deselect with -m 'not slow')")
 
 

@@ -1,0 +1,46 @@
+"""The fused one-frame step: compiled on the CPU (captured as a CUDA graph on CUDA), equal to the eager one."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import clip, make_model
+
+
+@pytest.fixture(scope="module")
+def small(tiny_wav2vec2):
+    """A model with the fewest layers of each kind, so compiling it stays short; the GAT on."""
+    model, template = make_model(tiny_wav2vec2, decoder_layers=1, motion_conv_layers=1)
+    audio, motion = clip(12, template=template)
+    return model, template, audio, motion
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["seen", "unseen", "reference"])
+def test_compiled_step_equals_the_eager_step(small, mode):
+    model, template, audio, motion = small
+    kwargs = {"seen": dict(one_hot=torch.eye(3)[1:2]), "unseen": {},
+              "reference": dict(one_hot=torch.eye(3)[1:2], reference=motion[:, :6])}[mode]
+    eager = model.generate(audio, template, **kwargs)
+    fused = model.generate(audio, template, fused=True, **kwargs)
+    assert (fused - eager).abs().max().item() <= 1e-5
+    assert (eager - template.unsqueeze(1)).abs().max() > 1e-3     # the frames move: a real comparison
+
+
+def test_state_buffers_are_everything_a_step_changes(small):
+    """What capturing a CUDA graph relies on: restoring DecodeState.tensors() rewinds a step exactly."""
+    model, template, audio, _ = small
+    ctx = model.encode_audio(audio, 12)
+    state = model.start_decoding(template, torch.eye(3)[:1])
+    with torch.no_grad():
+        for t in range(3):
+            model.feed_frame(state, ctx, t)
+            model.decode_step(state)
+        saved = [b.clone() for b in state.tensors()]
+        model.feed_frame(state, ctx, 3)
+        first = model.decode_step(state).clone()
+        model.decode_step(state)                 # a warm-up step that advances every cache
+        for b, s in zip(state.tensors(), saved):
+            b.copy_(s)
+        again = model.decode_step(state)
+    assert torch.equal(first, again)
