@@ -22,24 +22,39 @@ class TrainStep(nn.Module):
         self.register_buffer("lip_ids", lip_ids, persistent=False)
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The loss terms of a collated batch (see ptalker.device.batch_to_device: its subjects and
+        lengths may stay on the host, and the drawn conditions are made there too)."""
         condition = fed_back = motion_style_only = None
-        B, device = len(batch["subject"]), batch["subject"].device
+        subjects, device = batch["subject"], batch["audio"].device
+        B = len(subjects)
         if self.training and self.identity_dropout > 0:
             # a dropped one-hot (-1) trains an inference mode without one: half the clips as an unseen
             # speaker (style from speech and past motion), half as the reference-motion mode (style
             # from the captured past motion alone)
             dropped = torch.rand(B) < self.identity_dropout
-            condition = batch["subject"].masked_fill(dropped.to(device), -1)
-            motion_style_only = (dropped & (torch.rand(B) < 0.5)).to(device)
+            condition = subjects.masked_fill(dropped.to(subjects.device), -1)
+            motion_style_only = dropped & (torch.rand(B) < 0.5)
         if self.training and self.audio_style_dropout > 0:
             # the speech identifies a seen speaker as well as the one-hot does; decoding some clips
             # from the one-hot without the audio style makes the one-hot carry the style on its own
-            kept = (batch["subject"] if condition is None else condition) >= 0
-            silenced = kept & (torch.rand(B) < self.audio_style_dropout).to(device)
+            kept = ((subjects if condition is None else condition) >= 0).cpu()
+            silenced = kept & (torch.rand(B) < self.audio_style_dropout)
             motion_style_only = silenced if motion_style_only is None else motion_style_only | silenced
+        if motion_style_only is not None:
+            motion_style_only = motion_style_only.to(device, non_blocking=True)
         if self.training and self.self_feed > 0:
             fed_back = self._mix_in_predictions(batch, condition, motion_style_only)
         return batch_losses(self.model, batch, self.lip_ids, condition, fed_back, motion_style_only)
+
+    def may_skip_parameters(self) -> bool:
+        """Whether some trainable parameter can go without a gradient in a step, which
+        DistributedDataParallel must then look for in every step's graph: the speech model's
+        layerdrop skips whole layers at random; without the contrastive terms (weight 0) the clip
+        heads, the adversary and the contrast temperature are unused, and without feature alignment
+        (the no_feature ablation) the temperature."""
+        c = self.model.config
+        layerdrop = getattr(self.model.audio.model.config, "layerdrop", 0.0) or 0.0
+        return layerdrop > 0 or not c.losses.contrastive or not c.use_feature_alignment
 
     @torch.no_grad()
     def _mix_in_predictions(self, batch: dict, condition: torch.Tensor | None,
@@ -53,5 +68,6 @@ class TrainStep(nn.Module):
         captured = batch["vertices"]
         predicted = teacher_forced(self.model, batch, condition, None, motion_style_only).vertices
         swap = torch.rand(captured.shape[:2], device=captured.device) < self.self_feed
-        swap &= ((batch["subject"] if condition is None else condition) >= 0).to(captured.device)[:, None]
+        seen = (batch["subject"] if condition is None else condition) >= 0
+        swap &= seen.to(captured.device, non_blocking=True)[:, None]
         return torch.where(swap[..., None], predicted, captured)

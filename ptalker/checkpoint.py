@@ -2,7 +2,10 @@
 mesh faces and subject templates, so a checkpoint alone rebuilds and runs the model offline."""
 from __future__ import annotations
 
+import argparse
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -84,3 +87,38 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     except RuntimeError as exc:
         raise UserError(f"checkpoint {path} does not match its own config: {str(exc).splitlines()[0]}") from exc
     return model.to(device).eval(), state
+
+
+@dataclass(frozen=True)
+class SaveInterval:
+    """How often the resumable state (`<model_name>_last.pth`) is written: every `epochs` epochs,
+    or at the first epoch end `minutes` after the previous write. With a large speech model it
+    holds gigabytes (weights and Adam's two moments), too much to write after every short epoch."""
+    epochs: int | None = None
+    minutes: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "SaveInterval":
+        """"N" (epochs) or "Nmin" (minutes), N > 0; ValueError otherwise."""
+        minutes = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*min\s*", text)
+        if minutes and float(minutes[1]) > 0:
+            return cls(minutes=float(minutes[1]))
+        if text.strip().isdigit() and int(text) > 0:
+            return cls(epochs=int(text))
+        raise ValueError(f"expected N (epochs) or Nmin (minutes), N > 0, got {text!r}")
+
+    def due(self, epoch: int, written_epoch: int, minutes_since_write: float) -> bool:
+        """Whether the state after `epoch` is written, the previous write having been after
+        `written_epoch`, `minutes_since_write` ago (the run's last epoch is always written)."""
+        if self.epochs is not None:
+            return epoch - written_epoch >= self.epochs
+        return minutes_since_write >= self.minutes
+
+
+def save_interval(text: str) -> str:
+    """Parser type of --last_checkpoint_every: the text, once SaveInterval can read it."""
+    try:
+        SaveInterval.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text.strip()

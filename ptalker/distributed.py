@@ -88,6 +88,21 @@ def sum_over_ranks(values: list[float], parallel: Parallel, device) -> list[floa
     return reduced.tolist()
 
 
+def sum_tensors_over_ranks(values: torch.Tensor, parallel: Parallel) -> torch.Tensor:
+    """`values` summed over the ranks, on their device (collective; NCCL needs a GPU tensor)."""
+    if parallel.active:
+        values = values.clone()
+        dist.all_reduce(values)
+    return values
+
+
+def broadcast_from_main(tensors: list[torch.Tensor], parallel: Parallel) -> None:
+    """Overwrite `tensors` on every rank with rank 0's, in place (collective, queued on the device)."""
+    if parallel.active:
+        for tensor in tensors:
+            dist.broadcast(tensor, src=0)
+
+
 def mean_over_ranks(total: float, count: int, parallel: Parallel, device) -> float:
     """Sum of `total` over the ranks divided by the sum of `count`; NaN when nothing was counted."""
     total, count = sum_over_ranks([total, count], parallel, device)

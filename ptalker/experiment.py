@@ -52,7 +52,7 @@ def _require_lip_region(config: PTalkerConfig, masks: RegionMasks) -> None:
 
 def _amp(args: argparse.Namespace, device: str) -> str:
     """The recipe's mixed precision quietly becomes float32 off CUDA; an explicit --amp is kept (train()
-    then says it cannot be used)."""
+    then says it cannot be used, except for auto, which means float32 there)."""
     if "amp" in args.from_recipe and torch.device(device).type != "cuda":
         return "off"
     return args.amp

@@ -1,7 +1,10 @@
 """Training recipes: the defaults of main.py's --lr, --max_epoch, --amp and --audio_model.
 
-`ptalker` is the public PTalker code's main.py (its fp16 becomes float32 on a machine without
-CUDA); `faceformer` is FaceFormer's script. A flag given on the command line always wins.
+`ptalker` is the public PTalker code's main.py, except for its precision: the public code trains in
+fp16 with a loss scaler, and this recipe's `auto` picks bf16 on GPUs that compute it natively
+(Ampere and later: as fast, float32's range, so no overflowing steps to skip) and fp16 with the
+scaler on older ones; `--amp fp16` restores the public choice. Off CUDA it trains in float32.
+`faceformer` is FaceFormer's script (float32). A flag given on the command line always wins.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from dataclasses import dataclass, fields
 class Recipe:
     lr: float           # Adam learning rate
     max_epoch: int
-    amp: str            # bf16 | fp16 | off; mixed precision needs CUDA
+    amp: str            # auto | bf16 | fp16 | off; mixed precision needs CUDA
     audio_model: str    # HF hub id or local folder of the speech model
 
     def describe(self) -> str:
@@ -20,7 +23,7 @@ class Recipe:
 
 
 RECIPES = {
-    "ptalker": Recipe(lr=3e-4, max_epoch=800, amp="fp16", audio_model="facebook/hubert-large-ls960-ft"),
+    "ptalker": Recipe(lr=3e-4, max_epoch=800, amp="auto", audio_model="facebook/hubert-large-ls960-ft"),
     "faceformer": Recipe(lr=1e-4, max_epoch=100, amp="off", audio_model="facebook/wav2vec2-base-960h"),
 }
 

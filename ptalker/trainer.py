@@ -17,12 +17,11 @@ from tqdm import tqdm
 from models import PTalker
 
 from .augmentation import TrainStep
-from .batches import to_device
-from .checkpoint import read_checkpoint, save_checkpoint
+from .checkpoint import SaveInterval, read_checkpoint, save_checkpoint, save_interval
 from .cli import at_least, fraction, option, positive
 from .data import LengthBatchSampler, TalkingFaceDataset, collate
-from .device import autocast
-from .distributed import Parallel, gather, sum_over_ranks
+from .device import AMP_CHOICES, autocast, batch_to_device, default_amp, resolve_amp, tf32_matmuls
+from .distributed import Parallel, broadcast_from_main, gather, sum_tensors_over_ranks
 from .epoch_log import EpochLog
 from .errors import UserError
 from .random_state import capture_rng_state, restore_rng_state
@@ -48,8 +47,18 @@ class TrainConfig:
     last_path: Path = Path("save/model_last.pth")
     log_path: Path | None = None          # per-epoch CSV of the losses
     resume: bool = option(False, "continue the interrupted run from <model_name>_last.pth")
-    amp: str = option("off", "mixed precision on CUDA (fp16 with loss scaling); ignored on the CPU "
-                             "(default: the recipe's)", choices=("bf16", "fp16", "off"))
+    amp: str = option("off", "mixed precision on CUDA: auto = bf16 on GPUs from Ampere on, else fp16; fp16 is "
+                             "the public code's choice, with loss scaling; ignored on the CPU (default: the "
+                             "recipe's)", choices=AMP_CHOICES)
+    tf32: str = option("on", "float32 matmuls and convolutions on TF32 tensor cores (CUDA, Ampere and later)",
+                       choices=("on", "off"))
+    log_every: int = option(50, "optimiser steps between reads of the running losses (progress bar) and checks "
+                                "for non-finite values; every read waits for the GPU. Each epoch's end always "
+                                "checks", type=at_least(1))
+    last_checkpoint_every: str = option(
+        "20min", "how often the state for --resume (<model_name>_last.pth) is written: every N epochs (e.g. 1) or "
+                 "at the first epoch end N minutes after the previous write (e.g. 20min); the last epoch always "
+                 "writes it", type=save_interval)
     grad_clip: float = option(0.0, "clip the global gradient norm to this value; 0 (default, as the original "
                                    "recipe) is off", type=float)
     lr_schedule: str = option("constant", "constant, or cosine decay to zero over --max_epoch (after the warm-up)",
@@ -76,6 +85,9 @@ class TrainConfig:
              "checkpoint and the test use (default 0, as the original recipe: no average)",
         type=fraction(one_allowed=False))
     parallel: Parallel = field(default_factory=Parallel)
+    # fp16 steps whose gradients overflow are skipped (the scaler then lowers its scale); this many
+    # in a row means the loss itself is not finite, and stops training
+    fp16_skip_limit: int = 20
 
 
 def train(model: PTalker, train_set: TalkingFaceDataset, val_set: TalkingFaceDataset, lip_ids, settings: TrainConfig,
@@ -86,10 +98,12 @@ def train(model: PTalker, train_set: TalkingFaceDataset, val_set: TalkingFaceDat
     moving average.
 
     A non-finite loss, gradient or parameter stops training with a UserError naming the epoch,
-    step and clips, before any checkpoint of that epoch is written.
+    step and clips, before any checkpoint of that epoch is written (under fp16, only a run of
+    `fp16_skip_limit` skipped steps does).
 
     checkpoint_meta: keyword arguments of save_checkpoint besides path/model/extra."""
-    return Trainer(model, train_set, val_set, lip_ids, settings, checkpoint_meta).run()
+    with tf32_matmuls(settings.device, settings.tf32 == "on"):
+        return Trainer(model, train_set, val_set, lip_ids, settings, checkpoint_meta).run()
 
 
 def lr_factor(schedule: str, warmup: int, total: int):
@@ -105,6 +119,50 @@ def lr_factor(schedule: str, warmup: int, total: int):
     return factor
 
 
+class StepGuard:
+    """Non-finite losses and gradients, tracked on the device so that no step waits for the GPU.
+
+    Each step's verdict (`bad`) makes the optimiser skip that step on the device. Under fp16 an
+    overflow is routine (the scaler skips the step and lowers its scale): steps are counted, and
+    only a run of `limit` of them stops training. Otherwise the first bad step is remembered, and
+    the trainer's check (every `log_every` steps and at each epoch's end) stops with its clips."""
+
+    def __init__(self, device, fp16: bool, limit: int):
+        self.fp16, self.limit = fp16, limit
+        zero = torch.zeros((), dtype=torch.long, device=device)
+        self.loss_micro = zero - 1      # the current step's first micro-batch with a non-finite loss
+        self.first_step, self.first_micro, self.first_loss = zero - 1, zero - 1, zero.clone()   # of the first bad step
+        self.skipped, self.run, self.longest = zero.clone(), zero.clone(), zero.clone()
+
+    def loss(self, total: torch.Tensor, micro: int) -> None:
+        """Note micro-batch `micro`'s total loss (a device scalar)."""
+        self.loss_micro = torch.where((self.loss_micro < 0) & ~torch.isfinite(total), micro, self.loss_micro)
+
+    def step(self, step: int, grad_norm: torch.Tensor, parallel: Parallel) -> torch.Tensor:
+        """The verdict on optimiser step `step` (device bool), the same on every rank: gradients are
+        already averaged over the ranks, and the loss flags are reduced here."""
+        flags = torch.stack([self.loss_micro >= 0, ~torch.isfinite(grad_norm)]).to(torch.long)
+        if parallel.active:
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        bad = flags.amax() > 0
+        new = (self.first_step < 0) & bad
+        self.first_step = torch.where(new, step, self.first_step)
+        self.first_micro = torch.where(new, self.loss_micro, self.first_micro)
+        self.first_loss = torch.where(new, flags[0], self.first_loss)
+        self.skipped += bad
+        self.run = (self.run + 1) * bad
+        self.longest = torch.maximum(self.longest, self.run)
+        self.loss_micro = torch.full_like(self.loss_micro, -1)
+        return bad
+
+    def read(self) -> dict[str, int]:
+        """The first bad step, its micro-batch with a non-finite loss (-1: none on this rank), whether
+        any rank's loss was, the skipped steps and the longest run of them: one read from the device."""
+        values = torch.stack([self.first_step, self.first_micro, self.first_loss, self.skipped,
+                              self.longest]).tolist()
+        return dict(zip(("step", "micro", "loss", "skipped", "longest"), values))
+
+
 class Trainer:
     """Adam training of one PTalker, laid out like a torchtune recipe: `__init__` sets everything up
     (and resumes), `run` trains epoch by epoch, and each phase of an epoch is a method. What it does,
@@ -114,15 +172,19 @@ class Trainer:
       share of the length-bucketed batches (`batch_size`, `num_workers` loader processes); rank 0
       alone prints, logs and writes checkpoints
     - gradient accumulation (`gradient_accumulation_steps`) and clipping (`grad_clip`)
-    - mixed precision (`amp`: bf16 | fp16 on CUDA; float32 elsewhere, with a note)
+    - mixed precision (`amp`: auto | bf16 | fp16 on CUDA; float32 elsewhere, with a note) with the
+      losses and the vertex head in float32; `train` runs it with TF32 for what stays float32 (`tf32`)
     - learning-rate warm-up and schedule (`warmup_steps`, `lr_schedule`)
     - augmentation in the training step (`identity_dropout`, `audio_style_dropout`, `self_feed`)
     - a moving average of the weights (`ema`) for validation and the best checkpoint
     - the best checkpoint by validation loss or by LVE of generation (`val_metric`) at `best_path`
-    - the state after every epoch at `last_path`; `resume` continues from it exactly (weights,
-      optimiser, schedule, loss scaler, average and every random generator)
-    - a non-finite loss, gradient or parameter stops with a UserError naming the epoch, step and
-      clips, before any checkpoint of that epoch is written
+    - the state at `last_path` every few epochs or minutes and after the last epoch
+      (`last_checkpoint_every`); `resume` continues from it exactly (weights, optimiser, schedule,
+      loss scaler, average and every random generator)
+    - no step waits for the GPU: losses add up on the device and are read, and non-finite values
+      checked, every `log_every` steps and at each epoch's end (see StepGuard); a non-finite loss,
+      gradient or parameter stops with a UserError naming the epoch, step and clips, before any
+      checkpoint of that epoch is written
     - a line per epoch on stderr and a row in the CSV log (`log_path`)
     """
 
@@ -141,38 +203,48 @@ class Trainer:
         self._setup_data()
         self._setup_schedule()
         self.average = WeightAverage(model, settings.ema) if settings.ema > 0 else None
+        self.guard = StepGuard(self.device, self.amp == "fp16", settings.fp16_skip_limit)
         self.start_epoch, self.best, self.steps = 1, math.inf, 0
         self.lr = self.optimizer.param_groups[0]["lr"]     # of the latest step, for the log
         if settings.resume:
             self.start_epoch, self.best, self.steps = self._resume()
+        self.last_interval = SaveInterval.parse(settings.last_checkpoint_every)
+        self.last_written = (self.start_epoch - 1, time.monotonic())   # (epoch, when)
         self.log = EpochLog(settings.log_path, self.start_epoch - 1) if settings.log_path and self.par.main else None
 
     # ------------------------------------------------------------------ setup
 
     def _usable_amp(self) -> str:
-        """`settings.amp`, or "off" (with a note) off CUDA; bf16 on a GPU without it is an error."""
-        amp, device = self.settings.amp, self.device
+        """`settings.amp` with auto resolved, or "off" (with a note) off CUDA; bf16 on a GPU without
+        native support is an error."""
+        amp, device = resolve_amp(self.settings.amp, self.device), self.device
         if amp != "off" and torch.device(device).type != "cuda":
             self.par.say(f"note: --amp {amp} needs CUDA; training in float32 on {device}")
             amp = "off"
-        if amp == "bf16" and not torch.cuda.is_bf16_supported():
-            raise UserError("this GPU has no bfloat16 support: use --amp fp16")
+        if amp == "bf16" and default_amp(torch.cuda.get_device_capability(device)) != "bf16":
+            raise UserError("this GPU has no native bfloat16 support: use --amp fp16")
         return amp
 
     def _setup_step(self, lip_ids) -> None:
         s, device = self.settings, self.device
         self.step_module = TrainStep(self.model, None if lip_ids is None else lip_ids.to(device), s.identity_dropout,
                                      s.self_feed, s.audio_style_dropout)
-        # some parameters (speech layers skipped by layerdrop, the adversary without known speakers) get
-        # no gradient in some steps
-        self.net = DistributedDataParallel(self.step_module, device_ids=[device] if device.startswith("cuda") else None,
-                                           find_unused_parameters=True) if self.par.active else self.step_module
+        # The buffers a checkpoint holds (the InfoNCE queue) change in training and must stay the
+        # same on every rank; rank 0's are sent after each forward pass (see _share_buffers). DDP's
+        # own broadcast_buffers would also resend the constant mesh-graph indices every step.
+        kept = set(self.model.state_dict())
+        self.shared_buffers = [b for name, b in self.model.named_buffers() if name in kept]
+        # device_ids=None: DDP leaves the batch where it is (the lengths and subjects on the host)
+        self.net = DistributedDataParallel(
+            self.step_module, device_ids=None, broadcast_buffers=False,
+            find_unused_parameters=self.step_module.may_skip_parameters()) if self.par.active else self.step_module
 
     def _setup_optimiser(self) -> None:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        # the fused kernel updates all parameters in one pass: a few times faster than the per-tensor loop
+        # the fused kernel updates all parameters in one pass: a few times faster than the per-tensor
+        # loop, and it skips a step flagged non-finite on the device (`found_inf`) without waiting
         self.optimizer = torch.optim.Adam(self.params, lr=self.settings.lr, fused=True)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
+        self.scaler = torch.amp.GradScaler(torch.device(self.device).type, enabled=self.amp == "fp16")
 
     def _setup_data(self) -> None:
         s, par, train_set = self.settings, self.par, self.train_set
@@ -229,14 +301,19 @@ class Trainer:
 
     def run(self) -> Path:
         """Train from the start epoch to `max_epoch` -> the best checkpoint's path."""
-        for epoch in range(self.start_epoch, self.settings.max_epoch + 1):
+        last_epoch = self.settings.max_epoch
+        for epoch in range(self.start_epoch, last_epoch + 1):
             started = time.time()
             means = self.train_epoch(epoch)
             val, improved = self.validate(epoch, means)
             rng_states = gather(capture_rng_state(self.device), self.par)
             if self.par.main:
                 self.report(epoch, means, val, improved, time.time() - started)
-                self.save_last(epoch, rng_states)
+                written_epoch, written_at = self.last_written
+                if epoch == last_epoch or self.last_interval.due(epoch, written_epoch,
+                                                                 (time.monotonic() - written_at) / 60):
+                    self.save_last(epoch, rng_states)
+                    self.last_written = (epoch, time.monotonic())
         if self.par.main and not self.settings.best_path.is_file():
             raise UserError("training ran no epoch: raise --max_epoch (or drop --resume on a finished run)")
         return self.settings.best_path
@@ -246,75 +323,97 @@ class Trainer:
         self.sampler.set_epoch(epoch)
         self.step_module.train()
         self.optimizer.zero_grad(set_to_none=True)
-        sums: dict[str, float] = {}
-        self.bad = None                 # (batch, names) of a non-finite loss since the last optimiser step
-        self.step_names: list[str] = []  # clips of the current optimiser step
+        self.sums: dict[str, torch.Tensor] = {}   # each loss term's sum over the micro-batches, on the device
+        self.clips: dict[int, list] = {}          # optimiser step -> its (micro-batch, clip names) since the last check
+        self.checked = (self.steps, self.guard.read()["skipped"])   # (step, skipped steps) at the last check
+        self.skipped_before = self.checked[1]
         batches, accum = len(self.sampler), self.settings.gradient_accumulation_steps
         bar = tqdm(self.loader, desc=f"epoch {epoch}/{self.settings.max_epoch}", unit="batch", leave=False,
                    disable=not self.par.main)
         for micro, batch in enumerate(bar, 1):
             boundary = micro % accum == 0 or micro == batches
-            for k, v in self._accumulate(micro, batch, boundary).items():
-                sums[k] = sums.get(k, 0.0) + v
+            self._accumulate(micro, batch, boundary)
             if boundary:
-                self._optimiser_step(epoch)
-            if self.par.main:
-                bar.set_postfix(loss=f"{sums['total'] / micro:.4g}")
-        *totals, count = sum_over_ranks(list(sums.values()) + [batches], self.par, self.device)
-        return {k: v / count for k, v in zip(sums, totals)}
+                self._optimiser_step()
+                if self.steps % self.settings.log_every == 0 or micro == batches:
+                    self._check(epoch, bar, micro)
+        sums = torch.stack(list(self.sums.values())).double()
+        *totals, count = sum_tensors_over_ranks(torch.cat([sums, sums.new_full((1,), batches)]), self.par).tolist()
+        return {k: v / count for k, v in zip(self.sums, totals)}
 
-    def _accumulate(self, micro: int, batch: dict, boundary: bool) -> dict[str, float]:
+    def _accumulate(self, micro: int, batch: dict, boundary: bool) -> None:
         """Forward and backward of micro-batch `micro` (from 1), its gradient scaled by its share of the
-        optimiser step; the replicas synchronise at the step's last one (`boundary`) -> its loss terms."""
+        optimiser step; the replicas synchronise at the step's last one (`boundary`). Its loss terms
+        add up on the device."""
         accum, batches = self.settings.gradient_accumulation_steps, len(self.sampler)
         group = min(accum, batches - (micro - 1) // accum * accum)   # micro-batches in this step
-        batch = to_device(batch, self.device)
-        self.step_names += batch["names"]
+        batch = batch_to_device(batch, self.device)
+        self.clips.setdefault(self.steps + 1, []).append((micro, batch["names"]))
         with self.net.no_sync() if self.par.active and not boundary else contextlib.nullcontext():
             with autocast(self.device, self.amp):
                 terms = self.net(batch)
             self.scaler.scale(terms["total"] / group).backward()
-        values = dict(zip(terms, torch.stack([v.detach().float() for v in terms.values()]).tolist()))
-        if self.bad is None and not math.isfinite(values["total"]):
-            self.bad = (micro, batch["names"])
-        return values
+        self._share_buffers()
+        for k, v in terms.items():
+            self.sums[k] = self.sums[k] + v.detach() if k in self.sums else v.detach().float()
+        self.guard.loss(terms["total"].detach(), micro)
 
-    def _optimiser_step(self, epoch: int) -> None:
-        """The guarded update, the schedule's step, the parameters' check and the average's update."""
-        where = f"epoch {epoch}, step {self.steps + 1}"
-        self._checked_update(where)
+    def _share_buffers(self) -> None:
+        """Rank 0's training-state buffers (the InfoNCE queue) to every rank, as DDP's buffer broadcast
+        gave them: all ranks meet the same negatives, and a resumed run continues from rank 0's."""
+        if self.par.active:
+            broadcast_from_main(self.shared_buffers, self.par)
+
+    def _optimiser_step(self) -> None:
+        """Unscale and clip the gradients, step (skipped on the device when non-finite), then the
+        schedule's step and the average's update."""
+        self.scaler.unscale_(self.optimizer)
+        grad_clip = self.settings.grad_clip
+        norm = torch.nn.utils.clip_grad_norm_(self.params, grad_clip) if grad_clip > 0 else \
+            _global_norm(p.grad for p in self.params)
+        bad = self.guard.step(self.steps + 1, norm, self.par)
+        if self.scaler.is_enabled():    # fp16: the scaler finds the overflow itself and skips the step
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.found_inf = bad.float()   # read by the fused Adam kernel, as the scaler passes it
+            self.optimizer.step()
+            del self.optimizer.found_inf
+        self.optimizer.zero_grad(set_to_none=True)
         self.lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         self.steps += 1
-        if not torch.isfinite(_global_norm(self.params)):
-            raise UserError(f"non-finite parameters after the optimiser step at {where} "
-                            f"({', '.join(self.step_names)}); {NON_FINITE_HINT}")
         if self.average is not None:
             self.average.update()
-        self.bad, self.step_names = None, []
 
-    def _checked_update(self, where: str) -> None:
-        """Unscale, check and clip the gradients, then step. Every rank reaches the same verdict: the
-        gradients are already averaged over the ranks, and the loss flags are reduced here."""
-        params, bad = self.params, self.bad
-        self.scaler.unscale_(self.optimizer)
-        grad_clip = self.settings.grad_clip
-        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip) if grad_clip > 0 else \
-            _global_norm(p.grad for p in params)
-        flags = torch.stack([torch.tensor(float(bad is not None)), (~torch.isfinite(norm)).float().cpu()])
-        flags = flags.to(params[0].device)
-        if self.par.active:
-            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-        loss_bad, grad_bad = flags.tolist()
-        if loss_bad:
-            clips = f"batch {bad[0]} ({', '.join(bad[1])})" if bad else "a batch of another process"
-            raise UserError(f"non-finite loss at {where}, {clips}; {NON_FINITE_HINT}")
-        # fp16 overflows are routine: the scaler skips that step and lowers its scale
-        if grad_bad and self.amp != "fp16":
-            raise UserError(f"non-finite gradients at {where} ({', '.join(self.step_names)}); {NON_FINITE_HINT}")
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
+    def _check(self, epoch: int, bar, micro: int) -> None:
+        """Read the device once: the running loss for the progress bar, the parameters and the steps
+        since the last check; stop on a non-finite value (see StepGuard)."""
+        where = f"epoch {epoch}, step {self.steps}"
+        params_finite = torch.isfinite(_global_norm(self.params))
+        if self.par.main:
+            bar.set_postfix(loss=f"{self.sums['total'].item() / micro:.4g}")
+        state = self.guard.read()
+        if not params_finite:
+            raise UserError(f"non-finite parameters after the optimiser step at {where} (the check after step "
+                            f"{self.checked[0]} found none); {NON_FINITE_HINT}")
+        if self.guard.fp16 and state["longest"] >= self.guard.limit:
+            raise UserError(f"{state['longest']} fp16 optimiser steps in a row up to {where} had non-finite "
+                            f"gradients and were skipped; {NON_FINITE_HINT}, or --amp bf16")
+        if not self.guard.fp16 and state["step"] >= 0:
+            raise UserError(self._bad_step_message(epoch, state))
+        self.checked, self.clips = (self.steps, state["skipped"]), {}
+
+    def _bad_step_message(self, epoch: int, state: dict) -> str:
+        """What went wrong at the first non-finite step, with its clips."""
+        step, batches = state["step"], self.clips.get(state["step"], [])
+        where = f"epoch {epoch}, step {step}"
+        if state["loss"]:
+            named = [f"batch {m} ({', '.join(names)})" for m, names in batches if m == state["micro"]]
+            return f"non-finite loss at {where}, {named[0] if named else 'a batch of another process'}; " \
+                   f"{NON_FINITE_HINT}"
+        clips = ", ".join(name for _, names in batches for name in names)
+        return f"non-finite gradients at {where} ({clips}); {NON_FINITE_HINT}"
 
     # ------------------------------------------------------------------ after each epoch
 
@@ -342,8 +441,10 @@ class Trainer:
     def report(self, epoch: int, means: dict[str, float], val: float, improved: bool, seconds: float) -> None:
         """The epoch's line on stderr and its row in the CSV log."""
         terms = " ".join(f"{k}={v:.3g}" for k, v in means.items())
+        skipped = self.checked[1] - self.skipped_before
         print(f"epoch {epoch}: train {terms} | val {val:.6g}{' (best, saved)' if improved else ''}"
-              f" | lr {self.lr:.3g} | {self.steps} steps | {seconds:.1f}s", file=sys.stderr)
+              f" | lr {self.lr:.3g} | {self.steps} steps{f' ({skipped} skipped: fp16 overflow)' if skipped else ''}"
+              f" | {seconds:.1f}s", file=sys.stderr)
         if self.log is not None:
             self.log.append({"epoch": epoch, "steps": self.steps, **{k: f"{v:.6g}" for k, v in means.items()},
                              "val": f"{val:.6g}", "lr": f"{self.lr:.6g}", "seconds": f"{seconds:.3f}"})

@@ -9,7 +9,7 @@ from models import PTalker
 
 from .batches import batch_losses, conditions_of, one_hot, to_device
 from .data import TalkingFaceDataset, collate
-from .device import autocast
+from .device import autocast, batch_to_device
 from .distributed import Parallel, mean_over_ranks
 from .metrics import lip_vertex_error
 
@@ -22,16 +22,15 @@ def validation_loss(model: PTalker, dataset: TalkingFaceDataset, lip_ids, device
     training condition and averaged. Each rank scores every world-th clip; sums and counts are
     reduced over the ranks, so every rank returns the mean over the whole set."""
     model.eval()
-    total, count = 0.0, 0
+    total, count = torch.zeros((), dtype=torch.float64, device=device), 0   # summed on the device, read once
     for i in range(parallel.rank, len(dataset), parallel.world):
-        batch = to_device(collate([dataset[i]]), device)
+        batch = batch_to_device(collate([dataset[i]]), device)
         conditions = conditions_of(dataset.sequences[i].subject_index, model.config.n_subjects)
         with autocast(device, amp):
-            scores = [batch_losses(model, batch, lip_ids, torch.tensor([c], device=device))["reconstruction"]
-                      for c in conditions]
-        total += torch.stack(scores).float().mean().item()
+            scores = [batch_losses(model, batch, lip_ids, torch.tensor([c]))["reconstruction"] for c in conditions]
+        total += torch.stack(scores).double().mean()
         count += 1
-    return mean_over_ranks(total, count, parallel, device)
+    return mean_over_ranks(total.item(), count, parallel, device)
 
 
 @torch.no_grad()

@@ -132,8 +132,9 @@ def test_probability_flags_take_values_from_zero_to_one(capsys):
 def test_recipe_supplies_the_defaults_and_flags_win(capsys):
     import main
     public = main.parse_args([])   # the seed README's commands pass none of these flags
+    # the public code's fp16 becomes auto: bf16 where the GPU has it, else fp16 with its scaler
     assert (public.lr, public.max_epoch, public.amp, public.audio_model) == (
-        3e-4, 800, "fp16", "facebook/hubert-large-ls960-ft")
+        3e-4, 800, "auto", "facebook/hubert-large-ls960-ft")
     faceformer = main.parse_args(["--recipe", "faceformer"])
     assert (faceformer.lr, faceformer.max_epoch, faceformer.amp, faceformer.audio_model) == (
         1e-4, 100, "off", "facebook/wav2vec2-base-960h")
@@ -148,8 +149,21 @@ def test_recipe_supplies_the_defaults_and_flags_win(capsys):
 def test_recipe_fp16_becomes_float32_on_cpu_quietly():
     import main
     from ptalker.experiment import _amp
-    assert _amp(main.parse_args([]), "cpu") == "off" and _amp(main.parse_args([]), "cuda") == "fp16"
+    assert _amp(main.parse_args([]), "cpu") == "off" and _amp(main.parse_args([]), "cuda") == "auto"
     assert _amp(main.parse_args(["--amp", "fp16"]), "cpu") == "fp16"   # kept: train() notes it cannot be used
+
+
+def test_gpu_training_flags_parse_and_reject_bad_values(capsys):
+    import main
+    args = main.parse_args(["--tf32", "off", "--log_every", "10", "--last_checkpoint_every", "30min"])
+    assert (args.tf32, args.log_every, args.last_checkpoint_every) == ("off", 10, "30min")
+    defaults = main.parse_args([])
+    assert (defaults.tf32, defaults.log_every, defaults.last_checkpoint_every) == ("on", 50, "20min")
+    for flag, bad, reason in (("--last_checkpoint_every", "5h", "expected N (epochs) or Nmin"),
+                              ("--log_every", "0", "must be at least 1"), ("--amp", "fp8", "invalid choice")):
+        with pytest.raises(SystemExit) as exit_:
+            main.parse_args([flag, bad])
+        assert exit_.value.code == 2 and reason in capsys.readouterr().err
 
 
 @pytest.fixture

@@ -314,7 +314,9 @@ def test_non_finite_states_stop_before_any_checkpoint_is_written(dataset, tiny_w
 
     with monkeypatch.context() as patch:
         patch.setattr(torch.optim.Adam, "step", overflowing_step)
-        with pytest.raises(UserError, match="non-finite parameters after the optimiser step at epoch 2, step 5"):
+        # parameters are checked with the losses, every --log_every steps and at the epoch's end
+        with pytest.raises(UserError, match="non-finite parameters after the optimiser step at epoch 2, step 8 "
+                                            r"\(the check after step 4 found none\)"):
             train(model, sets["train"], sets["val"], None, settings, meta)
     # a clip whose motion holds a NaN
     sets["train"].sequences[0].template = sets["train"].sequences[0].template * math.nan
@@ -347,13 +349,15 @@ def log_rows(path: Path) -> list[dict]:
 @pytest.mark.slow
 def test_killed_and_resumed_run_ends_with_the_same_checkpoints(dataset, tiny_wav2vec2, tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    done = run_main(*command(dataset, tiny_wav2vec2, whole, "--max_epoch", "3", "--ema", "0.5"))
+    # the resumable state after every epoch, and the running loss on the bar after every step
+    often = ("--max_epoch", "3", "--ema", "0.5", "--last_checkpoint_every", "1", "--log_every", "1")
+    done = run_main(*command(dataset, tiny_wav2vec2, whole, *often))
     assert done.returncode == 0, done.stderr
 
     stderr = tmp_path / "killed.err"
     with open(stderr, "w") as err:
         process = subprocess.Popen([sys.executable, str(ROOT / "main.py"),
-                                    *command(dataset, tiny_wav2vec2, killed, "--max_epoch", "3", "--ema", "0.5")],
+                                    *command(dataset, tiny_wav2vec2, killed, *often)],
                                    stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT, env=quiet_env())
     try:
         deadline = time.time() + 300
@@ -368,7 +372,7 @@ def test_killed_and_resumed_run_ends_with_the_same_checkpoints(dataset, tiny_wav
     assert process.returncode == -signal.SIGKILL
     assert read_checkpoint(killed / "save" / "talk_last.pth")["extra"]["epoch"] == 1
 
-    resumed = run_main(*command(dataset, tiny_wav2vec2, killed, "--max_epoch", "3", "--ema", "0.5", "--resume"))
+    resumed = run_main(*command(dataset, tiny_wav2vec2, killed, *often, "--resume"))
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming after epoch 1" in resumed.stderr
     for name in ("talk.pth", "talk_last.pth"):
@@ -391,6 +395,7 @@ LAUNCH = """
 import os, runpy, sys
 import torch
 import ptalker.experiment as experiment
+import ptalker.trainer as trainer
 
 trained = experiment.train
 
@@ -400,6 +405,20 @@ def train(model, *args, **kwargs):
     return path
 
 experiment.train = train
+
+built = experiment.build_model
+def build_model(*args, **kwargs):   # no layerdrop: every parameter gets a gradient in every step
+    model = built(*args, **kwargs)
+    model.audio.model.config.layerdrop = 0.0
+    return model
+
+experiment.build_model = build_model
+wrapped = trainer.DistributedDataParallel
+def ddp(*args, **kwargs):
+    print("DDP", {{k: kwargs[k] for k in ("broadcast_buffers", "find_unused_parameters")}}, file=sys.stderr)
+    return wrapped(*args, **kwargs)
+
+trainer.DistributedDataParallel = ddp
 sys.argv[0] = {main!r}
 runpy.run_path({main!r}, run_name="__main__")
 """
@@ -415,13 +434,16 @@ def test_torchrun_two_processes_keep_identical_replicas(dataset, tiny_wav2vec2, 
                                                  "--val_metric", "lve")],
                           capture_output=True, text=True, cwd=ROOT, env=quiet_env(), timeout=600)
     assert done.returncode == 0, done.stderr
+    # no buffers broadcast by DDP, and no search for unused parameters where none can be unused
+    assert done.stderr.count("DDP {'broadcast_buffers': False, 'find_unused_parameters': False}") == 2
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
-    # each rank queues its own clips as InfoNCE negatives; DDP hands every rank rank 0's queue at
-    # the start of each forward pass, so the queues differ only after the last one
-    weights = [k for k in ranks[0] if not k.startswith("clip_heads.queue")]
-    for key in weights:
+    # weights and the InfoNCE queue alike: rank 0's queue goes to the other ranks after every
+    # forward pass (DDP itself broadcasts no buffers)
+    assert {k for k in ranks[0] if "queue" in k} == {"clip_heads.queue", "clip_heads.queued"}
+    for key in ranks[0]:
         assert torch.equal(ranks[0][key], ranks[1][key]), key
     best = read_checkpoint(tmp_path / "save" / "talk.pth")["state_dict"]
+    weights = [k for k in ranks[0] if not k.startswith("clip_heads.queue")]
     assert all(torch.equal(best[k], ranks[0][k]) for k in weights)
     assert re.search(r"validation lve \d", done.stderr)      # the clips' generation errors, gathered from both ranks
     # 8 clips in 4 batches, 2 per rank, one accumulated step; rank 0 alone logs and tests
