@@ -38,8 +38,10 @@ class DecodeState:
         if self.fixed_style is not None and audio_style is not None:   # a reference clip's style replaces it
             audio_style = torch.zeros_like(audio_style)
         if not self.memory_kv or self.memory_kv[0][0].shape != memory_kv[0][0].shape:
-            self.memory_kv = [(k.clone(), v.clone()) for k, v in memory_kv]
-            self.audio_style = None if audio_style is None else audio_style.clone()
+            # contiguous copies: the same strides whatever the clip's length (a compiled step checks them)
+            self.memory_kv = [(k.clone(memory_format=torch.contiguous_format),
+                               v.clone(memory_format=torch.contiguous_format)) for k, v in memory_kv]
+            self.audio_style = None if audio_style is None else audio_style.clone(memory_format=torch.contiguous_format)
             return
         for (k, v), (new_k, new_v) in zip(self.memory_kv, memory_kv):
             if k.data_ptr() != new_k.data_ptr():

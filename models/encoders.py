@@ -134,7 +134,8 @@ class ClipSummaries:
     audio_style: torch.Tensor              # (B, F)
     motion_content: torch.Tensor           # (B, F)
     motion_style: torch.Tensor             # (B, F)
-    negatives: torch.Tensor | None = None  # (4, K, F) earlier clips' summaries, in the order above
+    negatives: torch.Tensor | None = None  # (4, K, F) the queue of earlier clips' summaries, in the order above
+    negatives_valid: torch.Tensor | None = None   # (K,) bool: the queue rows filled so far
 
     def stacked(self) -> torch.Tensor:
         """(4, B, F), in the order of the fields."""
@@ -167,7 +168,9 @@ class ClipHeads(nn.Module):
                             self.motion_content(motion_content), self.motion_style(motion_style))
         if self.training and torch.is_grad_enabled() and self.queue.shape[1]:
             fresh = out.stacked().detach()[:, -self.queue.shape[1]:]                  # (4, B', F)
-            out.negatives = self.queue[:, : int(min(self.queued, self.queue.shape[1]))].clone()
+            # a mask of the filled rows, not a slice of them: reading the count would wait for the GPU
+            out.negatives = self.queue.clone()
+            out.negatives_valid = torch.arange(self.queue.shape[1], device=self.queue.device) < self.queued
             self.queue.copy_(torch.cat([fresh, self.queue], dim=1)[:, : self.queue.shape[1]])
             self.queued += fresh.shape[1]
         return out

@@ -64,19 +64,26 @@ def orthogonality(content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
 
 
 def info_nce(a: torch.Tensor, b: torch.Tensor, negatives_a: torch.Tensor | None = None,
-             negatives_b: torch.Tensor | None = None, temperature: float = 0.1) -> torch.Tensor:
+             negatives_b: torch.Tensor | None = None, valid: torch.Tensor | None = None,
+             temperature: float = 0.1) -> torch.Tensor:
     """Symmetric InfoNCE between clip summaries a, b (B, D): a_i's positive is b_i, its negatives the
-    other clips' b_j and `negatives_b` (K, D) from earlier clips; the same the other way round.
-    Zero when there is no other clip."""
-    if a.shape[0] == 1 and (negatives_a is None or not len(negatives_a)):
-        return a.new_zeros(())
+    other clips' b_j and `negatives_b` (K, D) from earlier clips (the rows where `valid` (K,) is
+    True, all without it); the same the other way round. Zero when there is no other clip."""
     if negatives_a is None:
+        if a.shape[0] == 1:
+            return a.new_zeros(())
         negatives_a = negatives_b = a[:0]
     a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
     target = torch.arange(a.shape[0], device=a.device)
-    a_to_b = a @ torch.cat([b, F.normalize(negatives_b, dim=-1)]).T / temperature
-    b_to_a = b @ torch.cat([a, F.normalize(negatives_a, dim=-1)]).T / temperature
-    return 0.5 * (F.cross_entropy(a_to_b, target) + F.cross_entropy(b_to_a, target))
+
+    def logits(x, partners, negatives):
+        earlier = x @ F.normalize(negatives, dim=-1).T
+        if valid is not None:   # an unfilled row weighs exp(-inf) = 0: as if it were not there
+            earlier = earlier.masked_fill(~valid, float("-inf"))
+        return torch.cat([x @ partners.T, earlier], dim=1) / temperature
+
+    return 0.5 * (F.cross_entropy(logits(a, b, negatives_b), target) +
+                  F.cross_entropy(logits(b, a, negatives_a), target))
 
 
 def topk_contrast(audio: torch.Tensor, motion: torch.Tensor, scale: torch.Tensor, ratio: float) -> torch.Tensor:
@@ -107,7 +114,7 @@ def gaussian_kl(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-5) -> torch.Te
 def _float32(out: PTalkerOutput) -> PTalkerOutput:
     """`out` with its tensors in float32 (under autocast the features come in bf16/fp16)."""
     def cast(x):
-        return x if x is None else x.float()
+        return x.float() if x is not None and x.is_floating_point() else x
     clips = out.clips if out.clips is None else replace(
         out.clips, **{f.name: cast(getattr(out.clips, f.name)) for f in fields(ClipSummaries)})
     return replace(out, **{f.name: cast(getattr(out, f.name)) for f in fields(PTalkerOutput) if f.name != "clips"},
@@ -158,9 +165,9 @@ def _terms(out: PTalkerOutput, target: torch.Tensor, config: PTalkerConfig, subj
         terms["orth_audio"] = torch.stack([orthogonality(c, s) for c, s in zip(audio, a_style)]).mean()
         terms["orth_motion"] = torch.stack([orthogonality(c, s) for c, s in zip(motion, m_style)]).mean()
         clips = out.clips
-        queued = [None] * 4 if clips.negatives is None else clips.negatives
-        terms["infonce_audio"] = info_nce(clips.audio_content, clips.audio_style, queued[0], queued[1])
-        terms["infonce_motion"] = info_nce(clips.motion_content, clips.motion_style, queued[2], queued[3])
+        queued, valid = [None] * 4 if clips.negatives is None else clips.negatives, clips.negatives_valid
+        terms["infonce_audio"] = info_nce(clips.audio_content, clips.audio_style, queued[0], queued[1], valid)
+        terms["infonce_motion"] = info_nce(clips.motion_content, clips.motion_style, queued[2], queued[3], valid)
         adv = None if subject_ids is None else _adversary(out.speaker_logits, subject_ids)
         if adv is not None:
             terms["adv"] = adv

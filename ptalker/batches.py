@@ -38,7 +38,7 @@ def teacher_forced(model: PTalker, batch: dict, condition: torch.Tensor | None, 
     """PTalker.forward on a collated batch (see batch_losses for the arguments)."""
     subjects = batch["subject"] if condition is None else condition
     return model(batch["audio"], batch["vertices"] if fed_back is None else fed_back, batch["template"],
-                 one_hot(subjects, model.config.n_subjects).to(batch["audio"].device), *_lengths(batch),
+                 one_hot(subjects, model.config.n_subjects).to(batch["audio"].device, non_blocking=True), *_lengths(batch),
                  motion_style_only)
 
 

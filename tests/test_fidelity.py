@@ -132,6 +132,10 @@ def test_infonce_takes_negatives_from_other_clips_only():
     assert info_nce(a, b, queue_a, queue_b).item() > 0
     # matching summaries score lower than mismatched ones, against the same negatives
     assert info_nce(a, a, queue_a, queue_a) < info_nce(a, -a, queue_a, queue_a)
+    # rows marked unfilled count as absent: the same as leaving them out
+    valid = torch.tensor([True, False, True, False, False])
+    torch.testing.assert_close(info_nce(a, b, queue_a, queue_b, valid), info_nce(a, b, queue_a[valid], queue_b[valid]))
+    assert info_nce(a, b, queue_a, queue_b, torch.zeros(5, dtype=torch.bool)).item() == 0.0
 
 
 def test_clip_queue_fills_in_training_and_rests_in_evaluation(tiny_wav2vec2):
@@ -143,7 +147,7 @@ def test_clip_queue_fills_in_training_and_rests_in_evaluation(tiny_wav2vec2):
     model.train()
     first = model(audio, motion, template, torch.eye(3)[:1])
     second = model(audio, motion, template, torch.eye(3)[:1])
-    assert first.clips.negatives.shape[1] == 0 and second.clips.negatives.shape[1] == 1
+    assert first.clips.negatives_valid.sum() == 0 and second.clips.negatives_valid.tolist()[:2] == [True, False]
     torch.testing.assert_close(second.clips.negatives[:, 0], first.clips.stacked()[:, 0])
     assert "clip_heads.queue" in model.state_dict()   # resumed runs continue with the same negatives
 
