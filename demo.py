@@ -78,8 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="--stream: speech after a frame the encoder may see before the frame is final "
                         "(default 200; 'inf': the whole clip, which gives the offline frames)")
     p.add_argument("--chunk_ms", type=float, default=20.0, help="--stream: audio per pushed chunk (default 20)")
-    p.add_argument("--context_ms", type=float, default=2000.0,
-                   help="--stream: past speech encoded with each frame (default 2000)")
+    p.add_argument("--context_ms", type=float, default=1000.0,
+                   help="--stream: past speech encoded with each frame (default 1000)")
     p.add_argument("--realtime", action="store_true",
                    help="--stream: push each chunk when a live source would deliver it (default: back to back, "
                         "the latency computed on the same timeline from the measured compute times)")

@@ -1,12 +1,13 @@
 """Live animation against offline: quality and latency of SpeechStream at each look-ahead.
 
     python benchmarks/bench_streaming.py [--checkpoint demo/models/synthtalk.pth] [--lookaheads 0 100 200 400 1000]
-                                         [--chunk_ms 20] [--context_ms 2000] [--conditions all|own]
+                                         [--chunk_ms 20] [--context_ms 1000] [--conditions all|own]
 
 On SynthTalk's held-out test sentences (every training speaker's sentences 37-40, not trained on),
 each clip is streamed in chunks under each training speaker's condition, at each look-ahead and
 offline (`generate` over the whole clip). Columns:
-  LVE          lip vertex error of the own condition (mean over clips, x 1e-5 m), and its ratio to offline;
+  LVE          lip vertex error of the own condition (mean over all frames, as main.py's table; x 1e-5 m),
+               and its ratio to offline;
   own best     clips whose own condition gives the lowest LVE of all conditions (with --conditions all);
   first frame  p50 over clips of the time from the first chunk's arrival to the first frame returned;
   delay        p50 / p99 / max over all frames of the end-to-end delay (a frame's speech arriving ->
@@ -34,7 +35,7 @@ from ptalker.inference import load_animator  # noqa: E402
 from ptalker.latency import percentiles, stream_clip  # noqa: E402
 from ptalker.layout import load_vertices  # noqa: E402
 from ptalker.metrics import lip_vertex_error  # noqa: E402
-from ptalker.streaming import SpeechStream  # noqa: E402
+from ptalker.streaming import CONTEXT_MS, SpeechStream  # noqa: E402
 
 
 def main() -> None:
@@ -43,7 +44,7 @@ def main() -> None:
     parser.add_argument("--dataset", default=str(ROOT / "SynthTalk"))
     parser.add_argument("--lookaheads", type=float, nargs="+", default=[0, 100, 200, 400, 1000], help="ms")
     parser.add_argument("--chunk_ms", type=float, default=20)
-    parser.add_argument("--context_ms", type=float, default=2000)
+    parser.add_argument("--context_ms", type=float, default=CONTEXT_MS)
     parser.add_argument("--conditions", choices=("all", "own"), default="all",
                         help="stream under every training speaker's condition (for the ranking) or the own one")
     args = parser.parse_args()
@@ -56,9 +57,10 @@ def main() -> None:
     speech = {c: load_audio(data / "wav" / f"{c[0]}_sentence{c[1]:02d}.wav") for c in clips}
     truth = {c: np.asarray(load_vertices(data / "vertices_npy" / f"{c[0]}_sentence{c[1]:02d}.npy")) for c in clips}
 
-    def lve(pred: np.ndarray, clip) -> float:
+    def lve(pred: np.ndarray, clip) -> np.ndarray:
+        """Per-frame lip vertex errors (T,), pooled over all frames like main.py's table."""
         n = min(len(pred), len(truth[clip]))
-        return float(lip_vertex_error(pred[:n], truth[clip][:n], lips).mean())
+        return lip_vertex_error(pred[:n], truth[clip][:n], lips)
 
     rows = []
     for lookahead in [*args.lookaheads, math.inf]:
@@ -78,8 +80,8 @@ def main() -> None:
                         delays += report.frame_delays_ms
                         computes += report.push_compute_ms
                 errors[clip, condition] = lve(pred, clip)
-        own = np.mean([errors[c, c[0]] for c in clips])
-        best = sum(min(speakers, key=lambda k: errors[c, k]) == c[0] for c in clips) \
+        own = np.concatenate([errors[c, c[0]] for c in clips]).mean()
+        best = sum(min(speakers, key=lambda k: errors[c, k].mean()) == c[0] for c in clips) \
             if args.conditions == "all" else None
         rows.append((lookahead, own, best, firsts, delays, computes))
         print(f"  look-ahead {lookahead:g} ms done", file=sys.stderr, flush=True)

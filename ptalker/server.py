@@ -5,13 +5,13 @@ Protocol (one WebSocket connection = one client with its own stream; all clients
 
 1. On connect the server sends a text message, the hello, a JSON object:
    {"sample_rate": 16000, "fps": 30, "vertices": V, "faces": [[a, b, c], ...], "condition": "synth01",
-    "subject": "synth01", "lookahead_ms": 200.0, "context_ms": 2000.0, "conditions": [...], "subjects": [...]}
+    "subject": "synth01", "lookahead_ms": 200.0, "context_ms": 1000.0, "conditions": [...], "subjects": [...]}
    `faces` are the mesh's triangles (vertex indices), so the frames can be drawn as they are.
 2. The client may configure its stream with a text message, a JSON object with any of
    {"condition": a training subject, or null for an unseen speaker (style from the audio),
     "subject": whose neutral face to animate, "lookahead_ms": 0-5000, "context_ms": 0-10000};
    keys left out take their defaults (the first training subject; its face, or the first stored one;
-   200 ms; 2000 ms). The server answers with a new hello. Configuring is allowed while no audio of an
+   200 ms; 1000 ms). The server answers with a new hello. Configuring is allowed while no audio of an
    utterance is pending: at the start, or right after an end.
 3. Audio: binary messages, each a chunk of 16 kHz mono float32 little-endian PCM in [-1, 1], any
    length up to 30 s. A chunk that makes frames final is answered by one binary frames message;
@@ -47,7 +47,7 @@ from models.audio import SAMPLE_RATE
 
 from .errors import UserError
 from .inference import Animator
-from .streaming import MAX_CHUNK_SECONDS, SpeechStream, StreamError
+from .streaming import CONTEXT_MS, LOOKAHEAD_MS, MAX_CHUNK_SECONDS, SpeechStream, StreamError
 
 DEFAULT_PORT = 8765
 MAX_LOOKAHEAD_MS = 5000.0    # bounds what one client makes the server keep: audio and work per frame
@@ -154,8 +154,8 @@ class Client:
         if not isinstance(subject, str):
             raise ProtocolError(CloseCode.POLICY_VIOLATION, "subject must be the name of a stored face")
         return {"condition": condition, "subject": subject,
-                "lookahead_ms": milliseconds(request, "lookahead_ms", 200.0, MAX_LOOKAHEAD_MS),
-                "context_ms": milliseconds(request, "context_ms", 2000.0, MAX_CONTEXT_MS)}
+                "lookahead_ms": milliseconds(request, "lookahead_ms", LOOKAHEAD_MS, MAX_LOOKAHEAD_MS),
+                "context_ms": milliseconds(request, "context_ms", CONTEXT_MS, MAX_CONTEXT_MS)}
 
     def hello(self) -> str:
         """The text message that tells the client what it will receive."""

@@ -26,6 +26,8 @@ from models.ptalker import single_thread
 from .inference import Animator
 
 MAX_CHUNK_SECONDS = 30.0   # one push longer than this is refused: a stream sends small chunks
+LOOKAHEAD_MS = 200.0       # defaults: within 10% of offline quality on SynthTalk's held-out sentences,
+CONTEXT_MS = 1000.0        # at a real-time cost on a 2-core CPU (docs/live.md)
 
 
 class StreamError(ValueError):
@@ -36,7 +38,7 @@ class SpeechStream:
     """One speech stream animated frame by frame; see the module's docstring."""
 
     def __init__(self, animator: Animator, template: np.ndarray, condition: str | None = None,
-                 reference: np.ndarray | None = None, lookahead_ms: float = 200.0, context_ms: float = 2000.0):
+                 reference: np.ndarray | None = None, lookahead_ms: float = LOOKAHEAD_MS, context_ms: float = CONTEXT_MS):
         if not (lookahead_ms >= 0 and 0 <= context_ms < math.inf):
             raise StreamError(f"look-ahead and context must be >= 0 ms, got {lookahead_ms} and {context_ms}")
         model = self.model = animator.model
