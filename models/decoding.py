@@ -8,6 +8,7 @@ on CUDA by replaying a captured CUDA graph, on the CPU by an Inductor-compiled v
 """
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 
@@ -27,14 +28,18 @@ class DecodeState:
     memory_kv: list = field(default_factory=list)   # per decoder layer: this frame's audio keys, values
     audio_style: torch.Tensor | None = None    # (B, 1, F) this frame's audio style
     caches: dict = field(default_factory=dict)  # the layers' own caches (filled by the first step)
+    _room: float = 0                           # frames the rings hold before one must grow
 
     def load(self, frame: int, memory_kv: list, audio_style: torch.Tensor | None) -> None:
         """Set the next frame's index and copy what it reads of the speech into the state's buffers
         (the first time they are allocated; keys/values of an unaligned decoder, which attends the
         whole clip, are kept by reference: they are the same tensors at every frame)."""
         self.t.fill_(frame)
-        for ring in self.rings():
-            ring.make_room(frame)
+        if frame >= self._room:   # a ring must grow first (rare: capacities double)
+            rings = self.rings()
+            for ring in rings:
+                ring.make_room(frame)
+            self._room = _room(rings)
         if self.fixed_style is not None and audio_style is not None:   # a reference clip's style replaces it
             audio_style = torch.zeros_like(audio_style)
         if not self.memory_kv or self.memory_kv[0][0].shape != memory_kv[0][0].shape:
@@ -62,10 +67,15 @@ class DecodeState:
         return found
 
 
+def _room(rings: list) -> float:
+    """Frames before one of the rings must grow: inf once all are at their window."""
+    return min((math.inf if r.k.shape[2] >= r.window else r.k.shape[2] for r in rings), default=0)
+
+
 def _leaves(node) -> list:
     """The tensors and cache objects in nested dicts and lists."""
-    if isinstance(node, dict):
-        return [leaf for value in node.values() for leaf in _leaves(value)]
+    if isinstance(node, dict):   # the per-frame memo of shared biases is no state
+        return [leaf for key, value in node.items() if key != "memo" for leaf in _leaves(value)]
     if isinstance(node, (list, tuple)):
         return [leaf for value in node for leaf in _leaves(value)]
     return [node]
@@ -78,6 +88,7 @@ def fused_step(step, state: DecodeState):
     first, so the buffers never change again."""
     for ring in state.rings():
         ring.reserve()
+    state._room = _room(state.rings())
     if state.previous.is_cuda:
         return _captured(step, state)
     # the C++ wrapper calls the kernels without Python in between; measured faster to compile and

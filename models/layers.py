@@ -162,9 +162,15 @@ class BiasedSelfAttention(nn.Module):
         else:
             ring = cache.get("ring") or cache.setdefault("ring", RingCache(k, self.window))
             ring.write(t0, k, v)
-            # empty slots hold frame -1: a distance past the window, so they are masked too
-            distance = torch.where(ring.frame < 0, self.window, t0 - ring.frame)
-            bias = distance_bias(self.slopes, distance.view(1, -1), self.period, self.window)
+            memo = cache.get("memo")
+            if memo is None:
+                memo = {}
+            key = ("bias", self.heads, self.period, ring.frame.shape[0])   # the same for all layers alike
+            if key not in memo:
+                # empty slots hold frame -1: a distance past the window, so they are masked too
+                distance = torch.where(ring.frame < 0, self.window, t0 - ring.frame)
+                memo[key] = distance_bias(self.slopes, distance.view(1, -1), self.period, self.window)
+            bias = memo[key]
             k, v = ring.k, ring.v
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
                                            dropout_p=self.dropout if self.training else 0.0)
@@ -367,7 +373,7 @@ class _GraphSoftmaxAggregate(torch.autograd.Function):
         return grad_src, graph.segment_sum(grad_logits), grad_h.view(N, H, V, D), None, None
 
 
-GATHER_FRAMES = 8   # up to this many frames, inference aggregates by gathers instead of sparse products
+GATHER_FRAMES = 8   # up to this many frames, a fused step aggregates by gathers instead of sparse products
 
 
 def _softmax_aggregate_gathered(score_src: torch.Tensor, score_dst: torch.Tensor, h: torch.Tensor,
@@ -418,8 +424,10 @@ class GraphAttention(nn.Module):
         with torch.autocast(x.device.type, enabled=False):   # sparse kernels want full precision
             inputs = (score_src.to(dtype).contiguous(), score_dst.to(dtype).contiguous(),
                       h.to(dtype).transpose(1, 2).contiguous(), graph, 0.2)
-            # a few frames without gradients (generation): plain gathers, fewer and cheaper kernels
-            gathered = not torch.is_grad_enabled() and N <= GATHER_FRAMES
+            # a fused generation step (compiled, or captured as a CUDA graph) takes plain gathers, which
+            # the compiler fuses and capture records; eagerly the sparse products are faster
+            fusing = torch.compiler.is_compiling() or (x.is_cuda and torch.cuda.is_current_stream_capturing())
+            gathered = fusing and not torch.is_grad_enabled() and N <= GATHER_FRAMES
             out = _softmax_aggregate_gathered(*inputs) if gathered else _GraphSoftmaxAggregate.apply(*inputs)
         out = out.transpose(1, 2).to(x.dtype)                                       # (N, V, H, D)
         out = out.reshape(N, V, H * D) if self.concat else out.mean(dim=2)

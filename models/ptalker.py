@@ -139,9 +139,11 @@ class PTalker(nn.Module):
 
         With `cache` (one frame, t0 a 0-dim long tensor), continues from the frames decoded before."""
         T = motion.shape[1]
-        caches = cache.setdefault("decoder", [{} for _ in self.decoder]) if cache is not None \
+        # every attention layer of one frame shares its bias: the layers' caches hold one memo
+        memo = None if cache is None else cache.setdefault("memo", {})
+        caches = cache.setdefault("decoder", [{"memo": memo} for _ in self.decoder]) if cache is not None \
             else [None] * len(self.decoder)
-        content = self.content_encoder(motion, t0, None if cache is None else cache.setdefault("content", {})) \
+        content = self.content_encoder(motion, t0, None if cache is None else cache.setdefault("content", {"memo": memo})) \
             if self.content_encoder is not None else motion
         x, style_frames = content, None
         if identity is not None:
@@ -151,7 +153,7 @@ class PTalker(nn.Module):
             if fixed_style is not None:
                 x = x + fixed_style
             else:
-                style_frames = self.style_encoder(motion, t0, None if cache is None else cache.setdefault("style", {}))
+                style_frames = self.style_encoder(motion, t0, None if cache is None else cache.setdefault("style", {"memo": memo}))
                 x = x + causal_mean(style_frames, None if cache is None else cache.setdefault("style_mean", {}))
         x = self.ppe(x, t0)
         for block, kv, c in zip(self.decoder, memory_kv, caches):
@@ -259,6 +261,7 @@ class PTalker(nn.Module):
     def decode_step(self, state: DecodeState) -> torch.Tensor:
         """The next frame, state.t -> its offsets (B, 1, V*3); state.previous becomes them.
         Branch-free (the start embedding is selected, not branched to), so it can be captured."""
+        state.caches.get("memo", {}).clear()   # this frame's biases are computed anew (and captured)
         embedded = self.embed_motion(state.previous)
         motion = torch.where(state.t == 0, self.start.to(embedded.dtype), embedded)
         out = self._decode(motion, state.memory_kv, state.audio_style, state.identity, state.t, state.caches,
