@@ -24,18 +24,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ptalker.audio import load_audio  # noqa: E402
 from ptalker.datasets import SYNTHTALK_HELDOUT_TEST_SENTENCES  # noqa: E402
-from ptalker.inference import load_animator  # noqa: E402
 from ptalker.latency import percentiles, stream_clip  # noqa: E402
 from ptalker.layout import load_vertices  # noqa: E402
 from ptalker.metrics import lip_vertex_error  # noqa: E402
 from ptalker.streaming import CONTEXT_MS, SpeechStream  # noqa: E402
+from synthtalk_quality import load_bundled  # noqa: E402
 
 
 def main() -> None:
@@ -48,10 +46,7 @@ def main() -> None:
     parser.add_argument("--conditions", choices=("all", "own"), default="all",
                         help="stream under every training speaker's condition (for the ranking) or the own one")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    animator = load_animator(args.checkpoint)
-    data = Path(args.dataset)
-    lips = np.array([int(i) for i in (data / "regions" / "lve.txt").read_text().replace(",", " ").split()])
+    animator, data, lips = load_bundled(args.checkpoint, args.dataset)
     speakers = animator.train_subjects
     clips = [(s, n) for s in speakers for n in SYNTHTALK_HELDOUT_TEST_SENTENCES]
     speech = {c: load_audio(data / "wav" / f"{c[0]}_sentence{c[1]:02d}.wav") for c in clips}

@@ -24,6 +24,14 @@ from ptalker.inference import load_animator  # noqa: E402
 from ptalker.layout import load_vertices  # noqa: E402
 
 
+def load_bundled(checkpoint: str, dataset: str):
+    """One torch thread, the model, the SynthTalk folder and its LVE lip region (vertex ids)."""
+    torch.set_num_threads(1)
+    data = Path(dataset)
+    lips = np.array([int(i) for i in (data / "regions" / "lve.txt").read_text().replace(",", " ").split()])
+    return load_animator(checkpoint), data, lips
+
+
 def lip_amplitude(vertices: np.ndarray, template: np.ndarray, lips: np.ndarray) -> float:
     """RMS lip-vertex displacement from the neutral face: vertices (T, V*3), template (V, 3)."""
     offsets = vertices.reshape(len(vertices), -1, 3)[:, lips] - template[lips]
@@ -49,10 +57,7 @@ def main() -> None:
     parser.add_argument("--speech", nargs="*", default=[str(ROOT.parent / "shared" / "data" / "speech" / n)
                                                          for n in ("arctic_a0007.wav", "obama_weekly_address.wav")])
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    animator = load_animator(args.checkpoint)
-    data = Path(args.dataset)
-    lips = np.array([int(i) for i in (data / "regions" / "lve.txt").read_text().replace(",", " ").split()])
+    animator, data, lips = load_bundled(args.checkpoint, args.dataset)
     speakers = animator.train_subjects
 
     print("1. reference-motion style: lip amplitude (mm RMS) of outputs for speaker A's held-out sentences,")
