@@ -33,8 +33,10 @@ or configuring mid-utterance; 1009 (by the WebSocket layer) a message over 1.92 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
+import signal
 import struct
 
 import numpy as np
@@ -260,10 +262,16 @@ async def serve_forever(animator: Animator, host: str, port: int) -> None:
         server = await open_server(animator, host, port)
     except OSError as exc:
         raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # explicit handlers: a process started in the background of a script inherits SIGINT ignored
+        with contextlib.suppress(NotImplementedError):   # platforms without them stop on KeyboardInterrupt
+            loop.add_signal_handler(signum, stop.set)
     async with server:
         print(f"listening on {server_url(server)} ({animator.path}, {animator.fps} fps, "
               f"{animator.num_vertices} vertices); Ctrl-C stops", flush=True)
-        await server.serve_forever()
+        await stop.wait()
 
 
 def run_server(args, bundled_model) -> int:
