@@ -103,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from ptalker.demo_cli import run_demo
 
-        run_demo(args, ROOT / BUNDLED_MODEL, ROOT / BUNDLED_WAV)
+        arkit_rig = None
+        if args.export and "arkit" in args.export:   # the bundled face's rig: SynthTalk's analytic controls
+            from SynthTalk.arkit_rig import rig_document as arkit_rig
+        run_demo(args, ROOT / BUNDLED_MODEL, ROOT / BUNDLED_WAV, arkit_rig)
     except UserError as exc:
         return print_user_error(exc)
     return 0

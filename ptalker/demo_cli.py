@@ -90,11 +90,12 @@ def parse_condition(condition: str | None, unseen: bool, reference: str | None,
     return condition if condition is not None else train_subjects[0]
 
 
-def run_demo(args, bundled_model: Path, bundled_wav: Path) -> list[ClipOutputs]:
+def run_demo(args, bundled_model: Path, bundled_wav: Path, arkit_rig=None) -> list[ClipOutputs]:
     """demo.py's work: flags -> checkpoint, style, template, audio -> outputs, with timings printed.
 
     Every audio file is decoded before the model loads: a bad file in a folder stops the run before
-    anything is written. Outputs of one clip appear together or not at all."""
+    anything is written. Outputs of one clip appear together or not at all. `arkit_rig`: what builds
+    `--export arkit`'s rig for a face (see ptalker.export.ExportOptions)."""
     _require_bundled_files(args, bundled_model, bundled_wav)
     checkpoint = find_checkpoint(args.checkpoint, args.dataset, args.model_name, bundled_model)
     files = audio_inputs(args.wav_path or bundled_wav)
@@ -115,7 +116,7 @@ def run_demo(args, bundled_model: Path, bundled_wav: Path) -> list[ClipOutputs]:
         if reference is None:
             raise UserError("--reference_subject names whose face --reference_motion was recorded on: give both")
         reference = animator.retarget(reference, animator.template(args.reference_subject), template)
-    rig, export_options = _export_setup(args, animator, template)
+    rig, export_options = _export_setup(args, animator, template, arkit_rig)
     render = not args.no_render
     if render:
         from .gl_context import select_backend
@@ -154,7 +155,7 @@ def _stream_clips(args, animator: Animator, files: list[Path], clips: list[np.nd
     return out
 
 
-def _export_setup(args, animator: Animator, template: np.ndarray):
+def _export_setup(args, animator: Animator, template: np.ndarray, arkit_rig=None):
     """--rig / --export arkit / --export_tolerance_mm -> (the rig or None, ExportOptions), checked before
     any clip is animated: a bad rig fails the run at once."""
     from .export import ExportOptions, load_export_rig
@@ -162,7 +163,7 @@ def _export_setup(args, animator: Animator, template: np.ndarray):
 
     options = ExportOptions(rig=getattr(args, "rig", None),
                             tolerance_mm=getattr(args, "export_tolerance_mm", 0.1),
-                            smoothing=getattr(args, "rig_smoothing", 0.0))
+                            smoothing=getattr(args, "rig_smoothing", 0.0), arkit_rig=arkit_rig)
     options.check()
     rig = load_export_rig(list(args.export or []), options, template, animator.faces)
     if rig is not None:

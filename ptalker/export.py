@@ -1,6 +1,7 @@
 """Animation exports of one clip, beside its video: a glTF file with morph targets (`glb`), a page that
-plays it (`html`), and blendshape weights for a rig (`--rig RIG.glb`, or `arkit`: the bundled SynthTalk
-face's ARKit rig). Every file is staged in the caller's ExitStack (atomic_path), so a clip's outputs
+plays it (`html`), and blendshape weights for a rig (`--rig RIG.glb`, or `arkit`: an ARKit rig built for the
+animated face by `ExportOptions.arkit_rig`, which the caller that knows the face supplies: demo.py
+passes SynthTalk's). Every file is staged in the caller's ExitStack (atomic_path), so a clip's outputs
 appear together or not at all.
 
     <stem>.glb + <stem>.wav           glb: the face, a compact morph basis, one keyframe per frame
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +29,8 @@ class ExportOptions:
     rig: str | os.PathLike | None = None    # --rig RIG.glb
     tolerance_mm: float = 0.1               # --export_tolerance_mm
     smoothing: float = 0.0                  # --rig_smoothing
+    # `arkit`: (template (V, 3), faces (F, 3)) -> the glTF (document, binary) of an ARKit-named rig
+    arkit_rig: Callable[[np.ndarray, np.ndarray], tuple[dict, bytes]] | None = None
 
     def check(self) -> None:
         if not self.tolerance_mm > 0:
@@ -73,7 +77,7 @@ def animation_glb(stem: str, frames: np.ndarray, faces: np.ndarray, fps: float, 
 
 
 def load_export_rig(formats: list[str], options: ExportOptions, template: np.ndarray | None, faces: np.ndarray):
-    """The rig of `--rig` or of `arkit` (built for the animated SynthTalk face); None without either.
+    """The rig of `--rig` or of `arkit` (options.arkit_rig's, for the animated face); None without either.
     Loaded once, before any clip is animated, so a bad rig fails the run at once."""
     from .rig import Rig, load_rig
 
@@ -85,12 +89,12 @@ def load_export_rig(formats: list[str], options: ExportOptions, template: np.nda
         return None
     if template is None:
         raise UserError("--export arkit needs the animated face's neutral template")
-    from SynthTalk.arkit_rig import rig_document
-
+    if options.arkit_rig is None:
+        raise UserError("--export arkit has no ARKit rig for this face: give a rig of your own with --rig RIG.glb")
     from .glb_animation import read_morph_mesh
     from .gltf import Glb
 
-    glb = Glb(*rig_document(template, faces), path=Path("SynthTalk ARKit rig"))
+    glb = Glb(*options.arkit_rig(template, faces), path=Path("ARKit rig"))
     return Rig(read_morph_mesh(glb), glb)
 
 

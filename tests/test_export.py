@@ -109,7 +109,7 @@ def validator() -> list[str]:
 
 
 def test_khronos_validator_finds_no_errors(face, motion, rig_path, tmp_path):
-    export(tmp_path, motion, face.faces, ["glb", "arkit"], template=face.vertices)
+    export(tmp_path, motion, face.faces, ["glb", "arkit"], template=face.vertices, arkit_rig=rig_document)
     files = [tmp_path / "clip.glb", tmp_path / "clip_rig.glb", rig_path]
     run = subprocess.run(validator() + [str(p) for p in files], capture_output=True, text=True, timeout=120)
     reports = [json.loads(line) for line in run.stdout.splitlines()]
@@ -280,9 +280,13 @@ def test_demo_checks_the_rig_before_animating(rig_path, tmp_path):
         _export_setup(args, tiny, np.zeros((3, 3), np.float32))
     with pytest.raises(UserError, match="SynthTalk faces"):
         _export_setup(SimpleNamespace(**{**vars(args), "rig": None, "export": ["arkit"]}), tiny,
+                      np.zeros((3, 3), np.float32), rig_document)
+    with pytest.raises(UserError, match="no ARKit rig for this face"):   # a caller that supplies no builder
+        _export_setup(SimpleNamespace(**{**vars(args), "rig": None, "export": ["arkit"]}), tiny,
                       np.zeros((3, 3), np.float32))
     with pytest.raises(UserError, match="give one"):
-        _export_setup(SimpleNamespace(**{**vars(args), "export": ["arkit"]}), tiny, np.zeros((3, 3), np.float32))
+        _export_setup(SimpleNamespace(**{**vars(args), "export": ["arkit"]}), tiny, np.zeros((3, 3), np.float32),
+                      rig_document)
     with pytest.raises(UserError, match="tolerance_mm must be positive"):
         _export_setup(SimpleNamespace(**{**vars(args), "rig": None, "export_tolerance_mm": 0.0}), tiny, None)
 
