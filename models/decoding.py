@@ -40,8 +40,6 @@ class DecodeState:
             for ring in rings:
                 ring.make_room(frame)
             self._room = _room(rings)
-        if self.fixed_style is not None and audio_style is not None:   # a reference clip's style replaces it
-            audio_style = torch.zeros_like(audio_style)
         if not self.memory_kv or self.memory_kv[0][0].shape != memory_kv[0][0].shape:
             # contiguous copies: the same strides whatever the clip's length (a compiled step checks them)
             self.memory_kv = [(k.clone(memory_format=torch.contiguous_format),

@@ -123,6 +123,11 @@ class PTalker(nn.Module):
         """The most motion frames `samples` of 16 kHz speech drive (None: any number); see audio.py."""
         return self.audio.speech_frames(samples)
 
+    def frame_count(self, samples: int) -> int:
+        """The motion frames generation gives `samples` of 16 kHz speech: `speech_frames`, or the
+        speech's duration at the model's fps when any number can be driven."""
+        return self.speech_frames(samples) or max(1, round(samples / SAMPLE_RATE * self.config.fps))
+
     def audio_frames(self, ctx: AudioContext, start: int, stop: int) -> tuple[list, torch.Tensor | None]:
         """What frames start..stop-1 read of the speech: per decoder layer the keys/values they attend
         (aligned: their own audio frames (B, H, r*T, F/H); unaligned: all) and their audio style (B, T, F)."""
@@ -138,7 +143,6 @@ class PTalker(nn.Module):
         (`audio_frames`) -> (offsets (B, T, V*3), content, style frames).
 
         With `cache` (one frame, t0 a 0-dim long tensor), continues from the frames decoded before."""
-        T = motion.shape[1]
         # every attention layer of one frame shares its bias: the layers' caches hold one memo
         memo = None if cache is None else cache.setdefault("memo", {})
         caches = cache.setdefault("decoder", [{"memo": memo} for _ in self.decoder]) if cache is not None \
@@ -149,10 +153,10 @@ class PTalker(nn.Module):
         if identity is not None:
             x = x + identity.unsqueeze(1)
         if self.config.use_style:
-            x = x + audio_style
-            if fixed_style is not None:
+            if fixed_style is not None:   # a reference clip's style replaces the one heard in the speech
                 x = x + fixed_style
             else:
+                x = x + audio_style
                 style_frames = self.style_encoder(motion, t0, None if cache is None else cache.setdefault("style", {"memo": memo}))
                 x = x + causal_mean(style_frames, None if cache is None else cache.setdefault("style_mean", {}))
         x = self.ppe(x, t0)
@@ -211,12 +215,9 @@ class PTalker(nn.Module):
         if frame_lengths is not None:
             frames = int(frame_lengths.max())
         elif frames is None:
-            frames = self.speech_frames(audio.shape[1]) or max(1, round(audio.shape[1] / SAMPLE_RATE * self.config.fps))
+            frames = self.frame_count(audio.shape[1])
         ctx = self.encode_audio(audio, frames, audio_lengths, frame_lengths)
-        fixed = None
-        if reference is not None and self.config.use_style:
-            fixed = self.reference_style(reference, template)
-            ctx.style = torch.zeros_like(ctx.style)
+        fixed = self.reference_style(reference, template) if reference is not None and self.config.use_style else None
         if not use_cache:
             return self._generate_by_recomputing(ctx, template, self._identity(one_hot), fixed, frames)
         state = self.start_decoding(template, one_hot, fixed)

@@ -103,7 +103,7 @@ class SpeechStream:
 
     def finish(self) -> np.ndarray:
         """The remaining frames (k, V*3), as many as `generate` gives the whole speech; then reset."""
-        total = self.model.speech_frames(self.received) or max(1, round(self.received / SAMPLE_RATE * self.fps))
+        total = self.model.frame_count(self.received)
         if self.received < self.model.audio.field or total <= self.done:
             out = self._frames([])
         else:
@@ -121,7 +121,7 @@ class SpeechStream:
         start_frame = max(0, first - self.context_frames) // self.grid * self.grid
         begin = self.frame_start(start_frame)
         window = self.audio[begin - self.offset: end - self.offset]
-        frames = (total - start_frame) if total is not None else self._window_frames(len(window))
+        frames = (total - start_frame) if total is not None else self.model.frame_count(len(window))
         # one thread: a frame's work is too small to split, and a second thread's waits cost more
         with torch.no_grad(), single_thread():
             audio = torch.from_numpy(np.ascontiguousarray(window)).to(self.device).unsqueeze(0)
@@ -135,10 +135,6 @@ class SpeechStream:
         self.done = stop
         self._trim()
         return torch.cat(out, dim=1)[0].float().cpu().numpy()
-
-    def _window_frames(self, samples: int) -> int:
-        """Frames of a window of `samples`, counted the way `generate` counts a clip's."""
-        return self.model.speech_frames(samples) or max(1, round(samples / SAMPLE_RATE * self.fps))
 
     def _trim(self) -> None:
         """Drop the audio no later window will start before."""
