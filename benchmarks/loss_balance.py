@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from models import PTalkerConfig  # noqa: E402
 from ptalker.augmentation import TrainStep  # noqa: E402
-from ptalker.batches import to_device  # noqa: E402
 from ptalker.checkpoint import build_model  # noqa: E402
+from ptalker.device import batch_to_device  # noqa: E402
 from ptalker.data import TalkingFaceDataset, collate, load_splits  # noqa: E402
 from ptalker.datasets import resolve_dataset  # noqa: E402
 from ptalker.mesh import read_mesh  # noqa: E402
@@ -73,7 +73,7 @@ def measure(scale: str, shared: Path, steps: int, speech: Path, work: Path) -> l
     step.train()
     for n in range(steps):
         optimizer.zero_grad()
-        step(to_device(batches[n % len(batches)], "cpu"))["total"].backward()
+        step(batch_to_device(batches[n % len(batches)], "cpu"))["total"].backward()
         optimizer.step()
     step.eval()   # no dropout: the same forward pass for every term's gradient
     if hasattr(model, "clip_heads"):

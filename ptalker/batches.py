@@ -22,11 +22,6 @@ def conditions_of(subject: int, n_subjects: int, every: bool = False) -> list[in
     return list(range(n_subjects)) if subject < 0 or every else [subject]
 
 
-def to_device(batch: dict, device) -> dict:
-    """Tensors of a collated batch moved to `device` (asynchronously from pinned memory)."""
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
 def _lengths(batch: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(audio lengths, frame lengths) of a batch whose clips differ in length, else (None, None)."""
     padded = len(set(batch["frame_lengths"].tolist())) > 1 or len(set(batch["audio_lengths"].tolist())) > 1

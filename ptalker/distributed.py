@@ -79,15 +79,6 @@ def stop_parallel(parallel: Parallel) -> None:
         dist.destroy_process_group()
 
 
-def sum_over_ranks(values: list[float], parallel: Parallel, device) -> list[float]:
-    """Each value summed over the ranks (collective; float64); the values themselves on one process."""
-    if not parallel.active:
-        return list(values)
-    reduced = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(reduced)
-    return reduced.tolist()
-
-
 def sum_tensors_over_ranks(values: torch.Tensor, parallel: Parallel) -> torch.Tensor:
     """`values` summed over the ranks, on their device (collective; NCCL needs a GPU tensor)."""
     if parallel.active:
@@ -105,7 +96,8 @@ def broadcast_from_main(tensors: list[torch.Tensor], parallel: Parallel) -> None
 
 def mean_over_ranks(total: float, count: int, parallel: Parallel, device) -> float:
     """Sum of `total` over the ranks divided by the sum of `count`; NaN when nothing was counted."""
-    total, count = sum_over_ranks([total, count], parallel, device)
+    total, count = sum_tensors_over_ranks(torch.tensor([total, count], dtype=torch.float64, device=device),
+                                          parallel).tolist()
     return total / count if count else math.nan
 
 

@@ -11,6 +11,7 @@ from models import PTalker
 
 from .batches import conditions_of, one_hot
 from .data import TalkingFaceDataset, collate
+from .device import batch_to_device
 from .fileio import save_npy
 from .layout import result_stem
 
@@ -41,11 +42,10 @@ def write_test_predictions(model: PTalker, test_set: TalkingFaceDataset, train_s
     bar = tqdm(total=len(jobs), desc="test", unit="clip", leave=False)
     for chunk in generation_batches(jobs, frames, batch_size):
         items = {i: test_set[i] for i, _ in chunk}
-        batch = collate([items[i] for i, _ in chunk])
-        predicted = model.generate(batch["audio"].to(device), batch["template"].to(device),
+        batch = batch_to_device(collate([items[i] for i, _ in chunk]), device)
+        predicted = model.generate(batch["audio"], batch["template"],
                                    one_hot(torch.tensor([c for _, c in chunk]), n).to(device),
-                                   audio_lengths=batch["audio_lengths"].to(device),
-                                   frame_lengths=batch["frame_lengths"].to(device))
+                                   audio_lengths=batch["audio_lengths"], frame_lengths=batch["frame_lengths"])
         for (i, c), pred, length in zip(chunk, predicted.cpu().numpy(), batch["frame_lengths"].tolist()):
             path = result_dir / f"{result_stem(items[i]['name'], train_subjects[c])}.npy"
             save_npy(path, pred[:length].astype(np.float32))

@@ -7,7 +7,7 @@ import torch
 
 from models import PTalker
 
-from .batches import batch_losses, conditions_of, one_hot, to_device
+from .batches import batch_losses, conditions_of, one_hot
 from .data import TalkingFaceDataset, collate
 from .device import autocast, batch_to_device
 from .distributed import Parallel, mean_over_ranks
@@ -49,7 +49,7 @@ def validation_lip_error(model: PTalker, dataset: TalkingFaceDataset, lip_ids: t
     total, count = 0.0, 0
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start: start + batch_size]
-        batch = to_device(collate([dataset[i] for i, _ in chunk]), device)
+        batch = batch_to_device(collate([dataset[i] for i, _ in chunk]), device)
         condition = one_hot(torch.tensor([c for _, c in chunk]), n).to(device)
         predicted = model.generate(batch["audio"], batch["template"], condition,
                                    audio_lengths=batch["audio_lengths"], frame_lengths=batch["frame_lengths"])
