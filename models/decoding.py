@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+# Threads of a compiled CPU step: the two large vertex projections (V*3 x F) gain from a second core;
+# more would split the hundreds of small kernels too (measured: benchmarks/bench_inference.py)
+FUSED_CPU_THREADS = 2
+
 # raised from inside Inductor's own imports when it compiles, about nothing this project calls
 warnings.filterwarnings("ignore", message="`torch.jit.script_method` is deprecated", category=DeprecationWarning)
 
@@ -89,9 +93,26 @@ def fused_step(step, state: DecodeState):
     state._room = _room(state.rings())
     if state.previous.is_cuda:
         return _captured(step, state)
-    # the C++ wrapper calls the kernels without Python in between; measured faster to compile and
-    # to run here than max-autotune's GEMM templates (benchmarks/bench_inference.py)
-    return torch.compile(step, dynamic=False, fullgraph=True, options={"cpp_wrapper": True})
+    return _compiled(step)
+
+
+def _compiled(step):
+    """Compile one step with Inductor. The C++ wrapper calls the kernels without Python in between
+    (measured faster to compile and to run here than max-autotune's GEMM templates). The guards the
+    first call checks hold at every later frame, which reads the same buffers: checking them again
+    would cost more than a tenth of a step, so later calls skip them."""
+    compiled = torch.compile(step, dynamic=False, fullgraph=True, options={"cpp_wrapper": True})
+    checked = False
+
+    def run(state: DecodeState) -> torch.Tensor:
+        nonlocal checked
+        if not checked:
+            checked = True
+            return compiled(state)
+        with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
+            return compiled(state)
+
+    return run
 
 
 def _captured(step, state: DecodeState):

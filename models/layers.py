@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .graph_kernel import graph_softmax_aggregate
 
 # The graph attention's sparse matmuls use stable kernels; only the CSR layout's Python API is beta.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -296,6 +297,9 @@ class MeshGraph(nn.Module):
         self.register_buffer("dst", dst, persistent=False)
         self.register_buffer("reverse", reverse, persistent=False)
         self.register_buffer("in_degree", torch.bincount(dst, minlength=num_vertices), persistent=False)
+        # the edges into vertex v are src[rowptr[v]:rowptr[v+1]]
+        self.register_buffer("rowptr", torch.cat([self.in_degree.new_zeros(1), self.in_degree.cumsum(0)]),
+                             persistent=False)
         self._blocks: dict = {}
         self._incidence: dict = {}
 
@@ -319,8 +323,7 @@ class MeshGraph(nn.Module):
         key = (x.dtype, x.device)
         if key not in self._incidence:
             E, device = len(self.dst), self.dst.device   # all three index/value arrays on one device
-            rows = torch.cat([self.in_degree.new_zeros(1), self.in_degree.cumsum(0)])
-            self._incidence[key] = torch.sparse_csr_tensor(rows, torch.arange(E, device=device),
+            self._incidence[key] = torch.sparse_csr_tensor(self.rowptr, torch.arange(E, device=device),
                                                            torch.ones(E, dtype=x.dtype, device=device),
                                                            (self.num_vertices, E), check_invariants=False)
         return (self._incidence[key] @ x.reshape(x.shape[0], -1)).view(self.num_vertices, *x.shape[1:])
@@ -373,7 +376,7 @@ class _GraphSoftmaxAggregate(torch.autograd.Function):
         return grad_src, graph.segment_sum(grad_logits), grad_h.view(N, H, V, D), None, None
 
 
-GATHER_FRAMES = 8   # up to this many frames, a fused step aggregates by gathers instead of sparse products
+GATHER_FRAMES = 8   # up to this many frames, a fused step aggregates by its own kernels instead of sparse products
 
 
 def _softmax_aggregate_gathered(score_src: torch.Tensor, score_dst: torch.Tensor, h: torch.Tensor,
@@ -413,25 +416,47 @@ class GraphAttention(nn.Module):
         """x (N, V, in) -> (N, V, H*out) when concatenating heads, else (N, V, out)."""
         N, V, _ = x.shape
         H, D = self.heads, self.out_dim
+        # a fused generation step (compiled on the CPU, captured as a CUDA graph) aggregates a few frames
+        # by its own kernels; otherwise (training, eager steps) the sparse products are fastest
+        few = N <= GATHER_FRAMES and not torch.is_grad_enabled()
+        if few and torch.compiler.is_compiling() and not x.is_cuda:
+            return self._forward_by_kernel(x, graph)
         h = self.lin(x).view(N, V, H, D)
-        # a . (W x) = (a W) x: scores straight from the inputs, laid out (V, N, H) for edge gathers
-        w = self.lin.weight.view(H, D, -1)
-        score_weight = torch.cat([torch.einsum("hd,hdi->hi", self.att_src, w),
-                                  torch.einsum("hd,hdi->hi", self.att_dst, w)])
-        scores = (x @ score_weight.t()).transpose(0, 1).contiguous()                 # (V, N, 2H)
+        scores = (x @ self._score_weight().t()).transpose(0, 1).contiguous()        # (V, N, 2H) for edge gathers
         score_src, score_dst = scores.split(H, dim=-1)
         dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
         with torch.autocast(x.device.type, enabled=False):   # sparse kernels want full precision
             inputs = (score_src.to(dtype).contiguous(), score_dst.to(dtype).contiguous(),
                       h.to(dtype).transpose(1, 2).contiguous(), graph, 0.2)
-            # a fused generation step (compiled, or captured as a CUDA graph) takes plain gathers, which
-            # the compiler fuses and capture records; eagerly the sparse products are faster
-            fusing = torch.compiler.is_compiling() or (x.is_cuda and torch.cuda.is_current_stream_capturing())
-            gathered = fusing and not torch.is_grad_enabled() and N <= GATHER_FRAMES
+            # plain gathers, which capture records
+            gathered = few and x.is_cuda and torch.cuda.is_current_stream_capturing()
             out = _softmax_aggregate_gathered(*inputs) if gathered else _GraphSoftmaxAggregate.apply(*inputs)
         out = out.transpose(1, 2).to(x.dtype)                                       # (N, V, H, D)
         out = out.reshape(N, V, H * D) if self.concat else out.mean(dim=2)
         return out + self.bias
+
+    def _score_weight(self) -> torch.Tensor:
+        """a . (W x) = (a W) x: the source and destination scores straight from the inputs -> (2H, in)."""
+        w = self.lin.weight.view(self.heads, self.out_dim, -1)
+        return torch.cat([torch.einsum("hd,hdi->hi", self.att_src, w), torch.einsum("hd,hdi->hi", self.att_dst, w)])
+
+    def _forward_by_kernel(self, x: torch.Tensor, graph: MeshGraph) -> torch.Tensor:
+        """forward for a compiled step on the CPU, through graph_softmax_aggregate (graph_kernel.c)."""
+        N, V, I = x.shape
+        H, D = self.heads, self.out_dim
+        dtype, x = x.dtype, x.float()
+        scores = x @ self._score_weight().float().t()                                # (N, V, 2H)
+        # with fewer inputs than outputs per head, aggregate the inputs and project after:
+        # sum_e a_e (W_h x_e) = W_h (sum_e a_e x_e), fewer numbers per edge
+        narrow = I < D
+        feats = x.unsqueeze(2) if narrow else self.lin(x).view(N, V, H, D)
+        out = graph_softmax_aggregate(scores[..., :H], scores[..., H:], feats, graph.rowptr, graph.src, 0.2)
+        if narrow:   # every head's projection at once, as one block-diagonal (H*in, H*out) product
+            w = self.lin.weight.float().view(H, D, I)
+            out = out.reshape(N, V, H * I) @ torch.block_diag(*w.transpose(1, 2).unbind(0))
+        out = out.reshape(N, V, H, D)
+        out = out.reshape(N, V, H * D) if self.concat else out.mean(dim=2)
+        return out.to(dtype) + self.bias
 
 
 # --------------------------------------------------------------------------- adversarial

@@ -31,7 +31,7 @@ from torch import nn
 
 from .audio import SAMPLE_RATE, SpeechEncoder
 from .config import PTalkerConfig
-from .decoding import DecodeState, fused_step
+from .decoding import FUSED_CPU_THREADS, DecodeState, fused_step
 from .encoders import AudioStyleEncoder, ClipHeads, ClipSummaries, IdentityStyleEncoder, MotionEncoder, SpatialEncoder
 from .layers import PeriodicPositionalEncoding, TransformerBlock, causal_mean, reverse_gradient
 
@@ -223,7 +223,7 @@ class PTalker(nn.Module):
         state = self.start_decoding(template, one_hot, fixed)
         offsets = template.new_zeros(audio.shape[0], frames, template.shape[1])     # filled frame by frame
         step = self.decode_step
-        with single_thread():
+        with at_most_threads(FUSED_CPU_THREADS if fused else 1):
             for t in range(frames):
                 self.feed_frame(state, ctx, t)
                 offsets[:, t: t + 1] = step(state)
@@ -262,12 +262,14 @@ class PTalker(nn.Module):
     def decode_step(self, state: DecodeState) -> torch.Tensor:
         """The next frame, state.t -> its offsets (B, 1, V*3); state.previous becomes them.
         Branch-free (the start embedding is selected, not branched to), so it can be captured."""
-        state.caches.get("memo", {}).clear()   # this frame's biases are computed anew (and captured)
         embedded = self.embed_motion(state.previous)
         motion = torch.where(state.t == 0, self.start.to(embedded.dtype), embedded)
         out = self._decode(motion, state.memory_kv, state.audio_style, state.identity, state.t, state.caches,
                            state.fixed_style)[0]
         state.previous.copy_(out)
+        # the next frame computes its biases anew (and a captured step records that); emptied here, not
+        # at the start, so every call begins with the same (empty) memo and a compiled step's guards hold
+        state.caches["memo"].clear()
         return out
 
 class Float32Linear(nn.Linear):
@@ -282,11 +284,10 @@ class Float32Linear(nn.Linear):
 
 
 @contextmanager
-def single_thread():
-    """One CPU thread for the cached frame loop: a frame's ops are too small to gain from splitting
-    them across threads, and their synchronisation costs more (measured: 20% slower with two)."""
+def at_most_threads(count: int):
+    """At most `count` CPU threads inside (the count outside is restored after)."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(min(count, threads))
     try:
         yield
     finally:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from models.audio import SAMPLE_RATE
-from models.ptalker import single_thread
+from models.ptalker import at_most_threads
 
 from .inference import Animator
 
@@ -123,7 +123,7 @@ class SpeechStream:
         window = self.audio[begin - self.offset: end - self.offset]
         frames = (total - start_frame) if total is not None else self.model.frame_count(len(window))
         # one thread: a frame's work is too small to split, and a second thread's waits cost more
-        with torch.no_grad(), single_thread():
+        with torch.no_grad(), at_most_threads(1):
             audio = torch.from_numpy(np.ascontiguousarray(window)).to(self.device).unsqueeze(0)
             ctx = self.model.encode_audio(audio, frames, style_floor=self.style_floor)
             out = []

@@ -55,9 +55,9 @@ def tiny_hubert(tmp_path_factory) -> Path:
 def one_thread():
     """Tiny models and per-frame decoding run many small ops: one thread is fastest, and a second
     only adds synchronisation on a shared machine. Restores the thread count afterwards."""
-    from models.ptalker import single_thread
+    from models.ptalker import at_most_threads
 
-    with single_thread():
+    with at_most_threads(1):
         yield
 
 

@@ -26,9 +26,9 @@ FPS = 30
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """Tiny models run fastest on one thread; extra threads only contend on a shared machine."""
-    from models.ptalker import single_thread
+    from models.ptalker import at_most_threads
 
-    with single_thread():
+    with at_most_threads(1):
         yield
 
 

@@ -110,6 +110,41 @@ def test_sparse_graph_attention_equals_dense_formula_with_gradients(heads, conca
         assert torch.allclose(a, b, atol=1e-9)
 
 
+@pytest.mark.parametrize("in_dim,out_dim,heads,concat", [(3, 8, 2, True),    # the spatial encoder's first layer
+                                                          (16, 3, 1, False),  # and its second
+                                                          (16, 8, 2, True)])  # a shape without constant sizes
+def test_the_compiled_steps_graph_kernel_equals_the_dense_formula(in_dim, out_dim, heads, concat):
+    """graph_kernel.c through GraphAttention._forward_by_kernel, on a mesh with a hub vertex joined to
+    every other one (a degree far above a mesh's usual six), two frames at once."""
+    vertices, faces = tiny_mesh()
+    V = len(vertices)
+    hub = torch.stack([torch.zeros(V - 1, dtype=torch.long), torch.arange(1, V)])
+    edges = torch.cat([torch.from_numpy(mesh_edges(faces, V)), hub, hub.flip(0)], dim=1)
+    adjacency = torch.eye(V, dtype=torch.bool)
+    adjacency[edges[1], edges[0]] = True
+    torch.manual_seed(0)
+    layer = GraphAttention(in_dim, out_dim, heads, concat=concat)
+    torch.nn.init.normal_(layer.bias)
+    x = 2 * torch.randn(2, V, in_dim)
+    with torch.no_grad():
+        fused, dense = layer._forward_by_kernel(x, MeshGraph(edges, V)), dense_graph_attention(layer, x, adjacency)
+    assert fused.shape == dense.shape
+    assert torch.allclose(fused, dense, atol=1e-5, rtol=1e-5)
+
+
+def test_graph_kernel_refuses_what_it_cannot_compute():
+    from models.graph_kernel import graph_softmax_aggregate
+
+    rowptr, col = torch.tensor([0, 1]), torch.tensor([0])
+    with pytest.raises(TypeError, match="float32"):
+        graph_softmax_aggregate(torch.zeros(1, 1, 1, dtype=torch.float64), torch.zeros(1, 1, 1),
+                                torch.zeros(1, 1, 1, 3), rowptr, col, 0.2)
+    with pytest.raises(ValueError, match="unsupported sizes"):
+        graph_softmax_aggregate(torch.zeros(1, 1, 17), torch.zeros(1, 1, 17), torch.zeros(1, 1, 1, 3), rowptr, col, 0.2)
+    # built without -ffast-math's start-up code: the process still computes with denormal numbers
+    assert (torch.tensor([1e-39]) * 0.5).item() > 0
+
+
 def test_gat_checkpointing_changes_no_gradient(tiny_wav2vec2):
     grads = []
     for checkpointed in (True, False):

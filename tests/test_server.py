@@ -30,9 +30,9 @@ TIMEOUT = 300   # seconds any one scenario may take before it fails instead of h
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """Tiny models run fastest on one thread; extra threads only contend on a shared machine."""
-    from models.ptalker import single_thread
+    from models.ptalker import at_most_threads
 
-    with single_thread():
+    with at_most_threads(1):
         yield
 
 
