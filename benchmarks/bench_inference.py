@@ -19,13 +19,15 @@ through the GAT and re-runs the encoders and decoder over it, as the public code
 in length) divided by the cached one, timed up to --naive_max seconds; then the fused step
 (generate(fused=True): the one-frame step compiled by Inductor on the CPU) in decode milliseconds per
 frame, `eager/fused` (the cached eager loop's per-frame time over the fused one's, measured in the
-same process one after the other) and the seconds the one-off compilation took, up to --fused_max
-seconds. The load average is printed
-too: wall times on a shared CPU grow with it.
+same process one after the other) and the seconds the one-off compilation took (less when Inductor's
+on-disk cache already holds the step), up to --fused_max seconds. The load average is printed too:
+wall times on a shared CPU grow with it.
 
-Rows run with OMP_WAIT_POLICY=PASSIVE unless the environment sets it: with OpenMP's default
-spin-waiting, a 2-thread team on a CPU shared with other busy processes stalls at every parallel
-region while a thread is descheduled (measured here: the decode loop 30-70x slower, erratically).
+Rows run with the environment's OMP_WAIT_POLICY, printed above the table. Unset (OpenMP's default:
+threads spin a while before they sleep) is what the fused step wants: its second thread works only
+between short parallel regions (see models/decoding.py, fused_cpu_threads). With PASSIVE the fused
+step runs on one thread. Spinning threads stall on a CPU shared with other busy processes (measured
+here: decode loops 30-70x slower, erratically), so time on an idle machine, or set PASSIVE there.
 """
 from __future__ import annotations
 
@@ -194,19 +196,18 @@ def main() -> None:
         print(json.dumps(run_row(name, seconds, args.threads, seconds <= args.naive_max, seconds <= args.fused_max)))
         return
     lengths = [5, 10] if args.quick else args.lengths
-    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     rows = []
     for name in args.configs:
         for seconds in lengths:
             done = subprocess.run([sys.executable, __file__, "--row", name, str(seconds), "--threads",
                                    str(args.threads), "--naive_max", str(args.naive_max),
                                    "--fused_max", str(args.fused_max)],
-                                  capture_output=True, text=True, env=env)
+                                  capture_output=True, text=True)
             if done.returncode:
                 sys.exit(f"{name} at {seconds:g} s failed:\n{done.stderr[-3000:]}")
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(f"  {name} {seconds:g} s done", file=sys.stderr, flush=True)
-    print(f"OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']}")
+    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset (OpenMP default)')}")
     print_table(rows, args.threads)
 
 

@@ -2,24 +2,32 @@
 
 A frame's step is a few hundred small operations (projections of one frame, the attention over a
 window of cached keys, layer norms), so eagerly its cost is dispatch, not arithmetic. Every buffer
-it reads or writes is a fixed-shape tensor updated in place (the position `t` included), so the same
-kernels run on the same memory at every frame, and `fused_step` can replace the Python-level step:
-on CUDA by replaying a captured CUDA graph, on the CPU by an Inductor-compiled version of it.
+it reads or writes is a tensor updated in place (the position `t` included) whose shape changes only
+when the attention rings grow (a few doublings, or never once reserved), so the same kernels run on
+the same memory frame after frame, and `fused_step` can replace the Python-level step: on CUDA by
+replaying a captured CUDA graph, on the CPU by an Inductor-compiled version of it (the graph
+attention by graph_kernel.c).
 """
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 
 import torch
 
-# Threads of a compiled CPU step: the two large vertex projections (V*3 x F) gain from a second core;
-# more would split the hundreds of small kernels too (measured: benchmarks/bench_inference.py)
-FUSED_CPU_THREADS = 2
-
 # raised from inside Inductor's own imports when it compiles, about nothing this project calls
 warnings.filterwarnings("ignore", message="`torch.jit.script_method` is deprecated", category=DeprecationWarning)
+
+
+def fused_cpu_threads() -> int:
+    """Threads for a compiled CPU step. Its large parts (the V*3 x F projections, the graph kernel) gain
+    from a second core, and more would split its hundreds of small kernels too. A second thread pays
+    only while OpenMP lets it spin between those short parallel regions (its default); told to sleep
+    at once (OMP_WAIT_POLICY=PASSIVE), it would have to be woken for each: then one thread
+    (measured: benchmarks/bench_inference.py)."""
+    return 1 if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE" else 2
 
 
 @dataclass
@@ -86,28 +94,28 @@ def _leaves(node) -> list:
 def fused_step(step, state: DecodeState):
     """`step(state) -> (B, 1, V*3)` after one eager call (which allocated the caches) -> a function
     that computes the same from the same buffers with far fewer dispatches: a CUDA graph replay on
-    CUDA, an Inductor-compiled step on the CPU. The attention rings are grown to their full window
-    first, so the buffers never change again."""
-    for ring in state.rings():
-        ring.reserve()
-    state._room = _room(state.rings())
+    CUDA, an Inductor-compiled step on the CPU."""
     if state.previous.is_cuda:
         return _captured(step, state)
     return _compiled(step)
 
 
 def _compiled(step):
-    """Compile one step with Inductor. The C++ wrapper calls the kernels without Python in between
-    (measured faster to compile and to run here than max-autotune's GEMM templates). The guards the
-    first call checks hold at every later frame, which reads the same buffers: checking them again
-    would cost more than a tenth of a step, so later calls skip them."""
+    """Compile one step with Inductor, once for every ring capacity: the rings' length is a symbolic
+    size, so short sequences attend over short rings as the eager step does. The C++ wrapper calls
+    the kernels without Python in between (measured faster to compile and to run here than
+    max-autotune's GEMM templates). The guards the first call checks hold at every later frame,
+    which reads the same buffers, until the rings grow: checking them at every frame would cost a
+    tenth of a step, so only those calls do."""
     compiled = torch.compile(step, dynamic=False, fullgraph=True, options={"cpp_wrapper": True})
-    checked = False
+    checked_room = None
 
     def run(state: DecodeState) -> torch.Tensor:
-        nonlocal checked
-        if not checked:
-            checked = True
+        nonlocal checked_room
+        if state._room != checked_room:   # the first call, or new ring buffers
+            checked_room = state._room
+            for ring in state.rings():
+                ring.mark_dynamic()
             return compiled(state)
         with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
             return compiled(state)
@@ -116,8 +124,12 @@ def _compiled(step):
 
 
 def _captured(step, state: DecodeState):
-    """Capture one step as a CUDA graph. Warm-up runs (which capture needs) advance the caches, so
-    every buffer is saved before them and restored before capture; capture itself runs nothing."""
+    """Capture one step as a CUDA graph. The attention rings are grown to their full window first, so
+    the buffers never change again. Warm-up runs (which capture needs) advance the caches, so every
+    buffer is saved before them and restored before capture; capture itself runs nothing."""
+    for ring in state.rings():
+        ring.reserve()
+    state._room = _room(state.rings())
     buffers = state.tensors()
     saved = [b.clone() for b in buffers]
     side = torch.cuda.Stream()

@@ -9,7 +9,7 @@
 #include <math.h>
 #include <stdint.h>
 
-#define BLOCK 64   /* vertices whose edge weights are exponentiated in one loop: full vectors for expf */
+#define BLOCK 64   /* vertices per block: their edge weights are exponentiated in one loop */
 
 /* The logits of the edges into one vertex minus their maximum per head, edge-major into w (E, H). */
 static inline __attribute__((always_inline)) void
@@ -56,19 +56,18 @@ vertex_sum(const float *feats, const int64_t *col, int64_t begin, int64_t end, c
             out_v[h * C + c] = acc[h * C + c] / total[h];
 }
 
+/* Vertices first..last-1: their logits, one loop of exponentials over their edges (full vectors), their sums. */
 static inline __attribute__((always_inline)) void
-aggregate(const float *s_src, const float *s_dst, const float *feats, const int64_t *rowptr, const int64_t *col,
-          float *w, float *out, int64_t V, int64_t H, int64_t Hf, int64_t C, float slope)
+aggregate_block(const float *s_src, const float *s_dst, const float *feats, const int64_t *rowptr,
+                const int64_t *col, float *w, float *out, int64_t first, int64_t last, int64_t H, int64_t Hf,
+                int64_t C, float slope)
 {
-    for (int64_t first = 0; first < V; first += BLOCK) {
-        const int64_t last = first + BLOCK < V ? first + BLOCK : V;
-        for (int64_t v = first; v < last; v++)
-            vertex_logits(s_src, s_dst + v * H, col, rowptr[v], rowptr[v + 1], w, H, slope);
-        for (int64_t i = rowptr[first] * H; i < rowptr[last] * H; i++)
-            w[i] = expf(w[i]);
-        for (int64_t v = first; v < last; v++)
-            vertex_sum(feats, col, rowptr[v], rowptr[v + 1], w, out + v * H * C, H, Hf, C);
-    }
+    for (int64_t v = first; v < last; v++)
+        vertex_logits(s_src, s_dst + v * H, col, rowptr[v], rowptr[v + 1], w, H, slope);
+    for (int64_t i = rowptr[first] * H; i < rowptr[last] * H; i++)
+        w[i] = expf(w[i]);
+    for (int64_t v = first; v < last; v++)
+        vertex_sum(feats, col, rowptr[v], rowptr[v + 1], w, out + v * H * C, H, Hf, C);
 }
 
 /* s_src, s_dst (N, V, H); feats (N, V, Hf, C) with Hf 1 or H; out (N, V, H, C); scratch: E*H floats.
@@ -82,12 +81,17 @@ int graph_softmax_aggregate(const float *s_src, const float *s_dst, const float 
     for (int64_t n = 0; n < N; n++) {
         const float *ss = s_src + n * V * H, *sd = s_dst + n * V * H, *f = feats + n * V * Hf * C;
         float *o = out + n * V * H * C;
-        if (H == 2 && Hf == 1 && C == 3)   /* the spatial encoder's two layers, with constant sizes */
-            aggregate(ss, sd, f, rowptr, col, scratch, o, V, 2, 1, 3, slope);
-        else if (H == 1 && Hf == 1 && C == 3)
-            aggregate(ss, sd, f, rowptr, col, scratch, o, V, 1, 1, 3, slope);
-        else
-            aggregate(ss, sd, f, rowptr, col, scratch, o, V, H, Hf, C, slope);
+        /* blocks write disjoint edges of the scratch and vertices of out: the caller's OpenMP team shares them */
+        #pragma omp parallel for schedule(static)
+        for (int64_t first = 0; first < V; first += BLOCK) {
+            const int64_t last = first + BLOCK < V ? first + BLOCK : V;
+            if (H == 2 && Hf == 1 && C == 3)   /* the spatial encoder's two layers, with constant sizes */
+                aggregate_block(ss, sd, f, rowptr, col, scratch, o, first, last, 2, 1, 3, slope);
+            else if (H == 1 && Hf == 1 && C == 3)
+                aggregate_block(ss, sd, f, rowptr, col, scratch, o, first, last, 1, 1, 3, slope);
+            else
+                aggregate_block(ss, sd, f, rowptr, col, scratch, o, first, last, H, Hf, C, slope);
+        }
     }
     return 0;
 }

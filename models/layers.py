@@ -142,6 +142,11 @@ class RingCache:
     def tensors(self) -> list[torch.Tensor]:
         return [self.k, self.v, self.frame]
 
+    def mark_dynamic(self) -> None:
+        """Tell torch.compile the capacity varies: one compiled step serves every capacity."""
+        for tensor, dim in ((self.k, 2), (self.v, 2), (self.frame, 0)):
+            torch._dynamo.mark_dynamic(tensor, dim)
+
 
 class BiasedSelfAttention(nn.Module):
     """Multi-head causal self-attention with the periodic ALiBi bias over the last `window` frames
@@ -166,7 +171,8 @@ class BiasedSelfAttention(nn.Module):
             memo = cache.get("memo")
             if memo is None:
                 memo = {}
-            key = ("bias", self.heads, self.period, ring.frame.shape[0])   # the same for all layers alike
+            # the same for all layers alike (their rings grow together, so their capacities are equal)
+            key = ("bias", self.heads, self.period, self.window)
             if key not in memo:
                 # empty slots hold frame -1: a distance past the window, so they are masked too
                 distance = torch.where(ring.frame < 0, self.window, t0 - ring.frame)

@@ -31,7 +31,7 @@ from torch import nn
 
 from .audio import SAMPLE_RATE, SpeechEncoder
 from .config import PTalkerConfig
-from .decoding import FUSED_CPU_THREADS, DecodeState, fused_step
+from .decoding import DecodeState, fused_cpu_threads, fused_step
 from .encoders import AudioStyleEncoder, ClipHeads, ClipSummaries, IdentityStyleEncoder, MotionEncoder, SpatialEncoder
 from .layers import PeriodicPositionalEncoding, TransformerBlock, causal_mean, reverse_gradient
 
@@ -223,7 +223,7 @@ class PTalker(nn.Module):
         state = self.start_decoding(template, one_hot, fixed)
         offsets = template.new_zeros(audio.shape[0], frames, template.shape[1])     # filled frame by frame
         step = self.decode_step
-        with at_most_threads(FUSED_CPU_THREADS if fused else 1):
+        with at_most_threads(fused_cpu_threads() if fused else 1):
             for t in range(frames):
                 self.feed_frame(state, ctx, t)
                 offsets[:, t: t + 1] = step(state)

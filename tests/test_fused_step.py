@@ -44,3 +44,19 @@ def test_state_buffers_are_everything_a_step_changes(small):
             b.copy_(s)
         again = model.decode_step(state)
     assert torch.equal(first, again)
+
+
+@pytest.mark.slow
+def test_one_compiled_step_serves_rings_that_grow(small):
+    """Past 64 frames the attention rings double; the compiled step reads their length as a symbolic
+    size, so it neither recompiles nor departs from the eager frames."""
+    model, template, _, _ = small
+    audio, _ = clip(70, seed=3, template=template)
+    kwargs = dict(one_hot=torch.eye(3)[2:3])
+    eager = model.generate(audio, template, **kwargs)
+    model.generate(audio[:, : audio.shape[1] // 10], template, fused=True, **kwargs)   # compiled here, if not before
+    torch._dynamo.utils.counters.clear()
+    fused = model.generate(audio, template, fused=True, **kwargs)
+    assert eager.shape[1] == 70
+    assert (fused - eager).abs().max().item() <= 1e-5
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 0
