@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 # Threads that spin while waiting stall badly when the CPU is shared with other busy processes;
-# passive waiting costs nothing measurable on an idle machine. Must be set before torch loads. The
-# fused step is the exception: its second thread must spin between short parallel regions, else it
-# runs on one (models/decoding.py, fused_cpu_threads).
+# passive waiting costs nothing measurable on an idle machine. Must be set before torch loads.
+# --fused trades that safety (for the whole run) for speed: the fused step's second thread must
+# spin between short parallel regions, else it runs on one (models/decoding.py, fused_cpu_threads).
 if "--fused" not in sys.argv:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

@@ -106,7 +106,8 @@ def _compiled(step):
     the kernels without Python in between (measured faster to compile and to run here than
     max-autotune's GEMM templates). The guards the first call checks hold at every later frame,
     which reads the same buffers, until the rings grow: checking them at every frame would cost a
-    tenth of a step, so only those calls do."""
+    tenth of a step, so only those calls do. (The stance is process-wide while a call runs: steps of
+    other sequences compiled in other threads at the same moment would skip theirs too.)"""
     compiled = torch.compile(step, dynamic=False, fullgraph=True, options={"cpp_wrapper": True})
     checked_room = None
 

@@ -70,19 +70,17 @@ aggregate_block(const float *s_src, const float *s_dst, const float *feats, cons
         vertex_sum(feats, col, rowptr[v], rowptr[v + 1], w, out + v * H * C, H, Hf, C);
 }
 
-/* s_src, s_dst (N, V, H); feats (N, V, Hf, C) with Hf 1 or H; out (N, V, H, C); scratch: E*H floats.
-   H <= 16 and H*C <= 256. Returns 0, or -1 when the sizes are out of range. */
-int graph_softmax_aggregate(const float *s_src, const float *s_dst, const float *feats, const int64_t *rowptr,
-                            const int64_t *col, float *scratch, float *out,
-                            int64_t N, int64_t V, int64_t H, int64_t Hf, int64_t C, float slope)
+/* s_src, s_dst (N, V, H); feats (N, V, Hf, C) with Hf 1 or H; out (N, V, H, C); scratch: E*H floats;
+   1 <= H <= 16 and H*C <= 256 (checked by the caller); `threads`: the OpenMP team's size. */
+void graph_softmax_aggregate(const float *s_src, const float *s_dst, const float *feats, const int64_t *rowptr,
+                             const int64_t *col, float *scratch, float *out, int64_t N, int64_t V, int64_t H,
+                             int64_t Hf, int64_t C, int64_t threads, float slope)
 {
-    if (H < 1 || H > 16 || H * C > 256 || (Hf != 1 && Hf != H))
-        return -1;
     for (int64_t n = 0; n < N; n++) {
         const float *ss = s_src + n * V * H, *sd = s_dst + n * V * H, *f = feats + n * V * Hf * C;
         float *o = out + n * V * H * C;
-        /* blocks write disjoint edges of the scratch and vertices of out: the caller's OpenMP team shares them */
-        #pragma omp parallel for schedule(static)
+        /* blocks write disjoint edges of the scratch and vertices of out: the threads share them */
+        #pragma omp parallel for schedule(static) num_threads(threads)
         for (int64_t first = 0; first < V; first += BLOCK) {
             const int64_t last = first + BLOCK < V ? first + BLOCK : V;
             if (H == 2 && Hf == 1 && C == 3)   /* the spatial encoder's two layers, with constant sizes */
@@ -93,5 +91,4 @@ int graph_softmax_aggregate(const float *s_src, const float *s_dst, const float 
                 aggregate_block(ss, sd, f, rowptr, col, scratch, o, first, last, H, Hf, C, slope);
         }
     }
-    return 0;
 }

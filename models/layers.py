@@ -3,9 +3,9 @@ with a key/value cache, causal convolutions, the graph attention layer and gradi
 
 Every sequence layer takes `t0`, the absolute index of its first input frame, and an optional
 `cache` (a dict it owns), so the same code runs a whole sequence at once or one frame at a time.
-One frame at a time, `t0` is a 0-dim long tensor and every cache is a fixed-shape tensor updated
-in place: a step is then the same kernels on the same buffers at every frame, which a CUDA graph
-can capture and a compiler can fuse.
+One frame at a time, `t0` is a 0-dim long tensor and every cache is a tensor updated in place: a
+step is then the same kernels on the same buffers frame after frame (until an attention ring grows),
+which a CUDA graph can capture and a compiler can fuse.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .graph_kernel import graph_softmax_aggregate
+from . import graph_kernel
 
 # The graph attention's sparse matmuls use stable kernels; only the CSR layout's Python API is beta.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -382,7 +382,7 @@ class _GraphSoftmaxAggregate(torch.autograd.Function):
         return grad_src, graph.segment_sum(grad_logits), grad_h.view(N, H, V, D), None, None
 
 
-GATHER_FRAMES = 8   # up to this many frames, a fused step aggregates by its own kernels instead of sparse products
+FUSED_FRAMES = 8   # up to this many frames, a fused step aggregates by its own kernels instead of sparse products
 
 
 def _softmax_aggregate_gathered(score_src: torch.Tensor, score_dst: torch.Tensor, h: torch.Tensor,
@@ -422,10 +422,12 @@ class GraphAttention(nn.Module):
         """x (N, V, in) -> (N, V, H*out) when concatenating heads, else (N, V, out)."""
         N, V, _ = x.shape
         H, D = self.heads, self.out_dim
-        # a fused generation step (compiled on the CPU, captured as a CUDA graph) aggregates a few frames
-        # by its own kernels; otherwise (training, eager steps) the sparse products are fastest
-        few = N <= GATHER_FRAMES and not torch.is_grad_enabled()
-        if few and torch.compiler.is_compiling() and not x.is_cuda:
+        # a fused generation step aggregates a few frames by its own kernels: graph_kernel.c compiled on
+        # the CPU, gathers captured as a CUDA graph (or compiled where that kernel cannot serve); otherwise
+        # (training, eager steps) the sparse products are fastest
+        few = N <= FUSED_FRAMES and not torch.is_grad_enabled()
+        compiling = few and torch.compiler.is_compiling()
+        if compiling and x.device.type == "cpu" and self._kernel_serves():
             return self._forward_by_kernel(x, graph)
         h = self.lin(x).view(N, V, H, D)
         scores = (x @ self._score_weight().t()).transpose(0, 1).contiguous()        # (V, N, 2H) for edge gathers
@@ -434,8 +436,7 @@ class GraphAttention(nn.Module):
         with torch.autocast(x.device.type, enabled=False):   # sparse kernels want full precision
             inputs = (score_src.to(dtype).contiguous(), score_dst.to(dtype).contiguous(),
                       h.to(dtype).transpose(1, 2).contiguous(), graph, 0.2)
-            # plain gathers, which capture records
-            gathered = few and x.is_cuda and torch.cuda.is_current_stream_capturing()
+            gathered = compiling or (few and x.is_cuda and torch.cuda.is_current_stream_capturing())
             out = _softmax_aggregate_gathered(*inputs) if gathered else _GraphSoftmaxAggregate.apply(*inputs)
         out = out.transpose(1, 2).to(x.dtype)                                       # (N, V, H, D)
         out = out.reshape(N, V, H * D) if self.concat else out.mean(dim=2)
@@ -446,20 +447,26 @@ class GraphAttention(nn.Module):
         w = self.lin.weight.view(self.heads, self.out_dim, -1)
         return torch.cat([torch.einsum("hd,hdi->hi", self.att_src, w), torch.einsum("hd,hdi->hi", self.att_dst, w)])
 
+    def _kernel_serves(self) -> bool:
+        """Whether graph_kernel.c computes this layer here (it builds, and the sizes fit)."""
+        values = min(self.lin.in_features, self.out_dim)   # what _forward_by_kernel aggregates per head
+        return graph_kernel.supports(self.heads, values) and graph_kernel.available()
+
     def _forward_by_kernel(self, x: torch.Tensor, graph: MeshGraph) -> torch.Tensor:
-        """forward for a compiled step on the CPU, through graph_softmax_aggregate (graph_kernel.c)."""
+        """forward for a compiled step on the CPU, through graph_kernel.c, in float32."""
         N, V, I = x.shape
         H, D = self.heads, self.out_dim
-        dtype, x = x.dtype, x.float()
-        scores = x @ self._score_weight().float().t()                                # (N, V, 2H)
-        # with fewer inputs than outputs per head, aggregate the inputs and project after:
-        # sum_e a_e (W_h x_e) = W_h (sum_e a_e x_e), fewer numbers per edge
-        narrow = I < D
-        feats = x.unsqueeze(2) if narrow else self.lin(x).view(N, V, H, D)
-        out = graph_softmax_aggregate(scores[..., :H], scores[..., H:], feats, graph.rowptr, graph.src, 0.2)
-        if narrow:   # every head's projection at once, as one block-diagonal (H*in, H*out) product
-            w = self.lin.weight.float().view(H, D, I)
-            out = out.reshape(N, V, H * I) @ torch.block_diag(*w.transpose(1, 2).unbind(0))
+        dtype, x, weight = x.dtype, x.float(), self.lin.weight.float()
+        with torch.autocast(x.device.type, enabled=False):
+            scores = x @ self._score_weight().float().t()                            # (N, V, 2H)
+            # with fewer inputs than outputs per head, aggregate the inputs and project after:
+            # sum_e a_e (W_h x_e) = W_h (sum_e a_e x_e), fewer numbers per edge
+            narrow = I < D
+            feats = x.unsqueeze(2) if narrow else F.linear(x, weight).view(N, V, H, D)
+            out = graph_kernel.graph_softmax_aggregate(scores[..., :H], scores[..., H:], feats, graph.rowptr,
+                                                       graph.src, 0.2)
+            if narrow:   # every head's projection at once, as one block-diagonal (H*in, H*out) product
+                out = out.reshape(N, V, H * I) @ torch.block_diag(*weight.view(H, D, I).transpose(1, 2).unbind(0))
         out = out.reshape(N, V, H, D)
         out = out.reshape(N, V, H * D) if self.concat else out.mean(dim=2)
         return out.to(dtype) + self.bias

@@ -17,7 +17,7 @@ area (BIWI) or millimetres, and so do its losses (see losses.py).
 
 Everything after the speech encoder is causal in time, so teacher-forced training, full
 recomputation and cached one-frame-at-a-time generation give the same frames. One frame at a time,
-the decoder runs `decode_step` on a DecodeState (decoding.py) of fixed-shape buffers, eagerly or as
+the decoder runs `decode_step` on a DecodeState (decoding.py) of buffers updated in place, eagerly or as
 a captured / compiled step.
 """
 from __future__ import annotations

@@ -132,6 +132,19 @@ def test_the_compiled_steps_graph_kernel_equals_the_dense_formula(in_dim, out_di
     assert torch.allclose(fused, dense, atol=1e-5, rtol=1e-5)
 
 
+def test_gathered_aggregation_equals_the_sparse_one():
+    """The gathers a captured (or compiled, where graph_kernel.c cannot serve) step uses."""
+    from models.layers import _GraphSoftmaxAggregate, _softmax_aggregate_gathered
+
+    vertices, faces = tiny_mesh()
+    V = len(vertices)
+    graph = MeshGraph(torch.from_numpy(mesh_edges(faces, V)), V)
+    torch.manual_seed(0)
+    score_src, score_dst, h = 3 * torch.randn(V, 2, 3), 3 * torch.randn(V, 2, 3), torch.randn(2, 3, V, 4)
+    gathered = _softmax_aggregate_gathered(score_src, score_dst, h, graph, 0.2)
+    assert torch.allclose(gathered, _GraphSoftmaxAggregate.apply(score_src, score_dst, h, graph, 0.2), atol=1e-6)
+
+
 def test_graph_kernel_refuses_what_it_cannot_compute():
     from models.graph_kernel import graph_softmax_aggregate
 
@@ -141,6 +154,10 @@ def test_graph_kernel_refuses_what_it_cannot_compute():
                                 torch.zeros(1, 1, 1, 3), rowptr, col, 0.2)
     with pytest.raises(ValueError, match="unsupported sizes"):
         graph_softmax_aggregate(torch.zeros(1, 1, 17), torch.zeros(1, 1, 17), torch.zeros(1, 1, 1, 3), rowptr, col, 0.2)
+    with pytest.raises(ValueError, match="mismatched shapes"):   # a graph of 2 vertices for scores of 1
+        graph_softmax_aggregate(torch.zeros(1, 1, 2), torch.zeros(1, 1, 2), torch.zeros(1, 1, 1, 3),
+                                torch.tensor([0, 1, 2]), torch.tensor([0, 1]), 0.2)
+    assert not GraphAttention(3, 8, 17)._kernel_serves()   # more heads than its accumulators: gathers instead
     # built without -ffast-math's start-up code: the process still computes with denormal numbers
     assert (torch.tensor([1e-39]) * 0.5).item() > 0
 
