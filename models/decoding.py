@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import graph_kernel
+
 # raised from inside Inductor's own imports when it compiles, about nothing this project calls
 warnings.filterwarnings("ignore", message="`torch.jit.script_method` is deprecated", category=DeprecationWarning)
 
@@ -108,6 +110,7 @@ def _compiled(step):
     which reads the same buffers, until the rings grow: checking them at every frame would cost a
     tenth of a step, so only those calls do. (The stance is process-wide while a call runs: steps of
     other sequences compiled in other threads at the same moment would skip theirs too.)"""
+    graph_kernel.available()   # built now: the trace only reads the answer
     compiled = torch.compile(step, dynamic=False, fullgraph=True, options={"cpp_wrapper": True})
     checked_room = None
 

@@ -17,6 +17,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import warnings
 from functools import cache
 from pathlib import Path
 
@@ -88,14 +89,24 @@ def _library() -> ctypes.CDLL:
     return _load(target)
 
 
-@cache
+_available: bool | None = None
+
+
 def available() -> bool:
-    """Whether the kernel builds and loads here (tried once per process)."""
-    try:
-        _library()
-    except (OSError, RuntimeError):
-        return False
-    return True
+    """Whether the kernel builds and loads here, tried once per process. Ask before compiling: while
+    torch.compile traces, an answer not known yet is False (building cannot be traced)."""
+    global _available
+    if _available is None:
+        if torch.compiler.is_compiling():
+            return False
+        try:
+            _library()
+            _available = True
+        except (OSError, RuntimeError) as error:
+            warnings.warn(f"{SOURCE.name} could not be built ({str(error)[:300]}); fused CPU steps gather instead, "
+                          "more slowly", RuntimeWarning, stacklevel=2)
+            _available = False
+    return _available
 
 
 def supports(heads: int, values_per_head: int) -> bool:

@@ -60,3 +60,15 @@ def test_one_compiled_step_serves_rings_that_grow(small):
     assert eager.shape[1] == 70
     assert (fused - eager).abs().max().item() <= 1e-5
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 0
+
+
+@pytest.mark.slow
+def test_without_the_graph_kernel_the_compiled_step_gathers_the_same_frames(small, monkeypatch):
+    """No C compiler (or a kernel that does not load): the compiled step falls back to gathers."""
+    from models import graph_kernel
+
+    model, template, audio, _ = small
+    monkeypatch.setattr(graph_kernel, "_available", False)
+    eager = model.generate(audio, template)
+    fused = model.generate(audio, template, fused=True)
+    assert (fused - eager).abs().max().item() <= 1e-5
