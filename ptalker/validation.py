@@ -7,11 +7,12 @@ import torch
 
 from models import PTalker
 
-from .batches import batch_losses, conditions_of, one_hot
+from .batches import batch_losses, conditions_of
 from .data import TalkingFaceDataset, collate
 from .device import autocast, batch_to_device
 from .distributed import Parallel, mean_over_ranks
 from .metrics import lip_vertex_error
+from .prediction import generate_jobs
 
 
 @torch.no_grad()
@@ -42,17 +43,10 @@ def validation_lip_error(model: PTalker, dataset: TalkingFaceDataset, lip_ids: t
     generation feeds back to itself. Ranks split the clips and reduce sums and counts."""
     model.eval()
     n, lips = model.config.n_subjects, lip_ids.cpu().numpy()
-    jobs = []
-    for i in range(parallel.rank, len(dataset), parallel.world):
-        jobs += [(i, c) for c in conditions_of(dataset.sequences[i].subject_index, n)]
-    jobs.sort(key=lambda job: dataset.frames(job[0]))   # similar lengths share a batch: less padding
+    jobs = [(i, c) for i in range(parallel.rank, len(dataset), parallel.world)
+            for c in conditions_of(dataset.sequences[i].subject_index, n)]
     total, count = 0.0, 0
-    for start in range(0, len(jobs), batch_size):
-        chunk = jobs[start: start + batch_size]
-        batch = batch_to_device(collate([dataset[i] for i, _ in chunk]), device)
-        condition = one_hot(torch.tensor([c for _, c in chunk]), n).to(device)
-        predicted = model.generate(batch["audio"], batch["template"], condition,
-                                   audio_lengths=batch["audio_lengths"], frame_lengths=batch["frame_lengths"])
+    for _, batch, predicted in generate_jobs(model, dataset, jobs, batch_size, device):
         for pred, gt, frames in zip(predicted.cpu().numpy(), batch["vertices"].cpu().numpy(),
                                     batch["frame_lengths"].tolist()):
             total += float(lip_vertex_error(pred[:frames], gt[:frames], lips).sum())
