@@ -117,7 +117,8 @@ class MotionEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, t0: int | torch.Tensor = 0, cache: dict | None = None) -> torch.Tensor:
         """x (B, T, F) -> (B, T, F); with `cache`, the one frame t0 after the frames seen before."""
-        caches = cache.setdefault("layers", [{"memo": cache.get("memo")} for _ in range(len(self.convs) + len(self.blocks))]) \
+        # the attention blocks share the step's memo of biases; the convolutions need none
+        caches = cache.setdefault("layers", [{} for _ in self.convs] + [{"memo": cache.get("memo")} for _ in self.blocks]) \
             if cache is not None else [None] * (len(self.convs) + len(self.blocks))
         for conv, c in zip(self.convs, caches):
             x = conv(x, c)
